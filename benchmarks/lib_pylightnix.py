@@ -1,0 +1,167 @@
+"""The four workloads written against pylightnix 0.3.0, the closest peer.
+
+API notes (read from pylightnix 0.3.0's core.py / build.py):
+
+* a stage is ``stage(*args, r: Registry) -> DRef`` and calls ``mkdrv(config, matcher, realizer, r)``;
+* a DRef string anywhere inside a config dict is a dependency;
+* ``instantiate(stage, *args, S=S)`` returns ``(result, closure)``;
+  ``realize1(closure, force_rebuild=True)`` forces a new build of the closure's targets;
+* 0.3.0 has no ``match_best``: ``match_some(1, key=...)`` with a key reading ``score.txt``
+  sorts realizations by that key (descending) and keeps the top one, which is the same thing.
+* the store lives in ``mkSS(root)``: ``root/store-v0`` plus ``root/tmp`` (never ``~/_pylightnix``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from os.path import join
+from pathlib import Path
+from typing import Any
+
+logging.disable(logging.WARNING)  # import-time "aunpack not found" and collision chatter
+
+from pylightnix import (  # noqa: E402
+    Build,
+    DRef,
+    Registry,
+    RRef,
+    StorageSettings,
+    build_cattrs,
+    build_deref,
+    build_outpath,
+    build_wrapper,
+    fsinit,
+    instantiate,
+    match_latest,
+    match_some,
+    mkconfig,
+    mkdrv,
+    mkSS,
+    realize1,
+    rref2path,
+)
+
+from common import OUT_FILE, SCORE_FILE, file_header, timed  # noqa: E402
+
+Metrics = dict[str, float]
+
+
+def _store(root: Path) -> StorageSettings:
+    """A fresh pylightnix storage under ``root`` (``root/store-v0`` and ``root/tmp``)."""
+    settings = mkSS(str(root))
+    fsinit(settings, check_not_exist=True)
+    return settings
+
+
+def _build_one(b: Build) -> None:
+    c = build_cattrs(b)
+    with open(join(build_outpath(b), OUT_FILE), "w") as f:
+        f.write(str(c.i))
+
+
+def _chain(n: int, r: Registry) -> DRef:
+    prev: DRef | None = None
+    for i in range(n):
+        cfg: dict[str, Any] = {"name": f"s{i}", "i": i}
+        if prev is not None:
+            cfg["prev"] = prev
+        prev = mkdrv(mkconfig(cfg), match_some(), build_wrapper(_build_one), r)
+    assert prev is not None
+    return prev
+
+
+def _read_out(rref: RRef, settings: StorageSettings) -> str:
+    with open(join(rref2path(rref, settings), OUT_FILE)) as f:
+        return f.read()
+
+
+def chain(root: Path, n: int) -> Metrics:
+    """Workload 1: instantiate, first realize, then (fresh instantiate) cached realize."""
+    settings = _store(root)
+    t_inst, closure = timed(lambda: instantiate(_chain, n, S=settings))
+    t_real, rref = timed(lambda: realize1(closure))
+    again = instantiate(_chain, n, S=settings)
+    t_cached, rref2 = timed(lambda: realize1(again))
+    assert rref2 == rref and _read_out(rref, settings) == str(n - 1)
+    return {"instantiate": t_inst, "realize": t_real, "cached": t_cached}
+
+
+def _build_sum(b: Build) -> None:
+    c = build_cattrs(b)
+    total = 0
+    for dep in c.deps:
+        with open(join(rref2path(build_deref(b, dep), b.S), OUT_FILE)) as f:
+            total += int(f.read())
+    with open(join(build_outpath(b), OUT_FILE), "w") as f:
+        f.write(str(total))
+
+
+def _fanin(n: int, r: Registry) -> DRef:
+    leaves = [
+        mkdrv(mkconfig({"name": f"leaf{i}", "i": i}), match_some(), build_wrapper(_build_one), r)
+        for i in range(n)
+    ]
+    return mkdrv(mkconfig({"name": "root", "deps": leaves}), match_some(), build_wrapper(_build_sum), r)
+
+
+def fanin(root: Path, n: int) -> Metrics:
+    """Workload 2: ``n`` leaves and one stage reading all of them."""
+    settings = _store(root)
+    t_inst, closure = timed(lambda: instantiate(_fanin, n, S=settings))
+    t_real, rref = timed(lambda: realize1(closure))
+    assert _read_out(rref, settings) == str(n * (n - 1) // 2)
+    return {"instantiate": t_inst, "realize": t_real}
+
+
+def _build_score(b: Build) -> None:
+    with open(join(build_outpath(b), SCORE_FILE), "w") as f:
+        f.write(repr(random.random()))
+
+
+def _score_key(settings: StorageSettings | None, rref: RRef) -> float | None:
+    try:
+        with open(join(rref2path(rref, settings), SCORE_FILE)) as f:
+            return float(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _nondet(matcher: Any, r: Registry) -> DRef:
+    return mkdrv(mkconfig({"name": "nondet"}), matcher, build_wrapper(_build_score), r)
+
+
+def _force_many(closure: Any, k: int) -> list[RRef]:
+    return [realize1(closure, force_rebuild=True) for _ in range(k)]
+
+
+def nondet(root: Path, k: int) -> Metrics:
+    """Workload 3: ``k`` forced realizations, then one realize picking the best score."""
+    settings = _store(root)
+    closure = instantiate(_nondet, match_latest(), S=settings)
+    t_forced, built = timed(lambda: _force_many(closure, k))
+    best_closure = instantiate(_nondet, match_some(1, key=_score_key), S=settings)
+    t_best, best = timed(lambda: realize1(best_closure))
+    scores = [_score_key(settings, rref) for rref in set(built)]
+    assert len(set(built)) == k and _score_key(settings, best) == max(s for s in scores if s)
+    return {"forced": t_forced, "best": t_best}
+
+
+def big(root: Path, nfiles: int, payload: bytes) -> Metrics:
+    """Workload 4: one stage writing ``nfiles`` header+payload files."""
+    settings = _store(root)
+
+    def _build_big(b: Build) -> None:
+        out = build_outpath(b)
+        for k in range(nfiles):
+            with open(join(out, f"part{k:02d}.bin"), "wb") as f:
+                f.write(file_header(k))
+                f.write(payload)
+
+    def _stage(r: Registry) -> DRef:
+        return mkdrv(mkconfig({"name": "big"}), match_some(), build_wrapper(_build_big), r)
+
+    closure = instantiate(_stage, S=settings)
+    t_real, rref = timed(lambda: realize1(closure))
+    assert len(list(Path(rref2path(rref, settings)).glob("part*.bin"))) == nfiles
+    return {"realize": t_real}

@@ -1,0 +1,91 @@
+"""Every error nixlet raises on purpose.
+
+One root, one child per thing a user can act on; each child also subclasses the builtin it
+resembles, so ``except ValueError`` keeps working for callers that do not know nixlet::
+
+    NixletError
+    ├── ConfigError      (ValueError)    a config that is not canonical JSON, a bad name
+    ├── RefError         (ValueError)    a malformed dref:/rref: string or RefPath
+    ├── ClosureError     (ValueError)    a dependency missing from the closure, a bad target
+    ├── StoreError       (OSError)       no store, an unknown format, a corrupted record
+    ├── BuildError       (RuntimeError)  a realizer raised; carries the staging folder
+    │   └── PromiseError                 a build did not create a promised file
+    └── MatcherError     (RuntimeError)  a matcher broke its contract or cannot be satisfied
+
+Every error pickles with its fields (runners move errors between processes): the fields are
+keyword arguments of ``__init__`` and ``__reduce__`` gives them back.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+
+class NixletError(Exception):
+    """The root of every error nixlet raises on purpose."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self._fields = fields
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's default reduce replays ``args`` only and would drop the fields; a field
+        # that cannot cross a process boundary (an exception holding a socket) travels as text.
+        return (_rebuild, (type(self), self.message, {k: _portable(v) for k, v in self._fields.items()}))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _portable(value: Any) -> Any:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return repr(value)
+    return value
+
+
+def _rebuild(cls: type[NixletError], message: str, fields: dict[str, Any]) -> NixletError:
+    error = cls.__new__(cls)
+    NixletError.__init__(error, message, **fields)
+    return error
+
+
+class ConfigError(NixletError, ValueError):
+    """A config is not a JSON-able dict of the accepted types, or its name is invalid."""
+
+
+class RefError(NixletError, ValueError):
+    """A string or value is not a well-formed DRef, RRef or RefPath."""
+
+
+class ClosureError(NixletError, ValueError):
+    """A closure is inconsistent: a dependency without a derivation, a bad target."""
+
+
+class StoreError(NixletError, OSError):
+    """The store is missing, of an unknown format, or holds a corrupted record."""
+
+
+class BuildError(NixletError, RuntimeError):
+    """A realizer failed. Fields: ``dref``, ``cause`` (the original exception, or its text
+    when it could not cross a process boundary) and ``staging`` (the kept staging folder,
+    for inspection; it is garbage once the process ends)."""
+
+
+class PromiseError(BuildError):
+    """A build finished without creating a file its config promised. Fields: ``dref``,
+    ``missing`` (the promised relative paths) and ``staging``."""
+
+
+class MatcherError(NixletError, RuntimeError):
+    """A matcher returned RRefs it was not given, or cannot be satisfied by building more.
+    Fields: ``matcher`` (its name) and ``dref``."""
+
+
+class NixletWarning(UserWarning):
+    """Something was skipped or suspicious, but the operation went on."""

@@ -1,0 +1,157 @@
+"""The build code's fingerprint: what a stage does is part of its derivation's identity.
+
+The fingerprint of a function covers its normalised AST (so comments, docstrings and
+formatting do not count), the values of the constants it reads (module globals and closure
+cells), and, recursively, the fingerprints of the functions it calls by name. It never uses
+Python's randomised ``hash()``; where the source cannot be read (a function typed into a
+bare ``python -c``), the compiled bytecode and constants stand in, which are stable for one
+Python version. ``mkdrv(..., version=...)`` replaces all of this with an explicit string.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import textwrap
+import types
+from collections.abc import Callable
+from typing import Any
+
+_CONSTANT_TYPES = (str, int, float, bool, bytes, type(None), complex)
+_source_cache: dict[types.CodeType, str] = {}
+
+
+def code_identity(fn: object, version: str | None = None) -> str:
+    """The code part of a DRef's hash: ``version:<text>`` if given, else
+    ``fingerprint:<sha256 hex>`` of ``fn``'s code and what it uses."""
+    if version is not None:
+        if not isinstance(version, str):
+            from nixlet.errors import ConfigError
+
+            raise ConfigError(f"version must be a str, not {type(version).__name__}")
+        return f"version:{version}"
+    h = hashlib.sha256()
+    root = _unwrap(fn)
+    _feed(h, root, set(), getattr(root, "__module__", None))
+    return f"fingerprint:{h.hexdigest()}"
+
+
+def _feed(h: Any, obj: object, seen: set[int], home: str | None) -> None:
+    """Add ``obj`` to the running hash: functions of the user's module (``home``) by their
+    code and what they use, library functions by name (so upgrading a library, nixlet
+    included, does not rename every derivation), constants by value, anything else by its
+    qualified type name."""
+    target = _unwrap(obj)
+    if isinstance(target, types.FunctionType) and target.__module__ != home:
+        h.update(f"libfn:{target.__module__}.{target.__qualname__}".encode())
+        return
+    if isinstance(target, types.FunctionType):
+        if id(target) in seen:
+            h.update(b"<recursion>")
+            return
+        seen.add(id(target))
+        h.update(b"fn:" + _normalised_source(target.__code__, target).encode())
+        _feed_used_names(h, target, seen, home)
+        return
+    _feed_value(h, target, seen, home)
+
+
+def _unwrap(obj: object) -> object:
+    # A realizer made by build_wrapper (or any callable object) points at the user's code.
+    for attr in ("__nixlet_code__", "__wrapped__"):
+        inner = getattr(obj, attr, None)
+        if inner is not None and inner is not obj:
+            return _unwrap(inner)
+    if isinstance(obj, types.MethodType):
+        return obj.__func__
+    return obj
+
+
+def _feed_value(h: Any, value: object, seen: set[int], home: str | None) -> None:
+    if isinstance(value, _CONSTANT_TYPES):
+        h.update(f"const:{type(value).__name__}:{value!r}".encode())
+    elif isinstance(value, (tuple, list, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, frozenset) else value
+        h.update(f"seq:{type(value).__name__}:{len(items)}".encode())
+        for item in items:
+            _feed_value(h, item, seen, home)
+    elif isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        h.update(f"dict:{len(value)}".encode())
+        for k in sorted(value):
+            h.update(k.encode())
+            _feed_value(h, value[k], seen, home)
+    elif isinstance(value, types.FunctionType) or hasattr(value, "__nixlet_code__"):
+        _feed(h, value, seen, home)
+    elif isinstance(value, types.ModuleType):
+        h.update(f"module:{value.__name__}".encode())
+    else:
+        # Objects (classes, instances, builtins) count by their kind only: their state has
+        # no stable textual form, and hashing id() or hash() would change every run.
+        kind = value if isinstance(value, type) else type(value)
+        h.update(f"obj:{kind.__module__}.{kind.__qualname__}".encode())
+
+
+def _feed_used_names(h: Any, fn: types.FunctionType, seen: set[int], home: str | None) -> None:
+    """Globals and closure cells the function reads, in a stable order."""
+    names = sorted(_global_names(fn.__code__))
+    for name in names:
+        if name in fn.__globals__:
+            h.update(f"global:{name}".encode())
+            _feed_value(h, fn.__globals__[name], seen, home)
+    if fn.__closure__:
+        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__, strict=True):
+            h.update(f"free:{name}".encode())
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # an empty cell: a name assigned later in the outer scope
+                h.update(b"<empty>")
+                continue
+            _feed_value(h, contents, seen, home)
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _normalised_source(code: types.CodeType, fn: Callable[..., Any]) -> str:
+    cached = _source_cache.get(code)
+    if cached is None:
+        cached = _source_text(fn)
+        _source_cache[code] = cached
+    return cached
+
+
+def _source_text(fn: Callable[..., Any]) -> str:
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return _bytecode_text(fn.__code__)
+    return ast.dump(_strip_docstrings(tree), annotate_fields=False, include_attributes=False)
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
+            body = node.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _bytecode_text(code: types.CodeType) -> str:
+    consts = [
+        _bytecode_text(c) if isinstance(c, types.CodeType) else repr(c)
+        for c in code.co_consts
+        if not (isinstance(c, str) and c == code.co_consts[0] and c.startswith(("\n", " ")))
+    ]
+    return f"bytecode:{code.co_code.hex()}:{consts}:{code.co_names}"

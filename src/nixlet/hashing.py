@@ -1,0 +1,71 @@
+"""Canonical encodings and the two hash functions of store format 1.
+
+Records (configs, contexts, manifests) are small and name things that travel between
+machines, so they are hashed with SHA-256: stdlib, stable everywhere, and collision
+resistant even against a hostile store merged by rsync. File contents are large and are
+hashed with xxh3-128: several GB/s, so hashing never dominates a build, and the manifest
+that holds these content hashes is itself covered by SHA-256. docs/store-format.md has the
+reasoning and test vectors.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from typing import Any
+
+import xxhash
+
+#: Digests are truncated to 160 bits and written in lowercase RFC 4648 base32 (32 chars):
+#: short enough for folder names, long enough that collisions are not a practical concern.
+DIGEST_BYTES = 20
+HASH_CHARS = 32
+CHUNK = 1 << 20
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical UTF-8 JSON of a value: sorted keys, no whitespace, shortest
+    round-trip floats (Python's ``repr``), no NaN or infinities."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def b32(digest: bytes) -> str:
+    """Lowercase base32 without padding; only ``[a-z2-7]``, safe in file names."""
+    return base64.b32encode(digest).decode("ascii").rstrip("=").lower()
+
+
+def record_digest(tag: str, *parts: bytes) -> bytes:
+    """SHA-256 of a typed record: the tag (``nixlet/<kind>/v<n>``) then each part, each
+    preceded by its length so that no two sequences of parts encode alike."""
+    h = hashlib.sha256()
+    h.update(tag.encode("ascii"))
+    for part in parts:
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.digest()
+
+
+def record_hash(tag: str, *parts: bytes) -> str:
+    """``record_digest`` truncated to 160 bits, in base32: the hash parts of refs."""
+    return b32(record_digest(tag, *parts)[:DIGEST_BYTES])
+
+
+def file_hash(path: str | os.PathLike[str]) -> str:
+    """xxh3-128 of a file's bytes, in hex, streamed in 1 MiB chunks (never the whole file
+    in memory)."""
+    h = xxhash.xxh3_128()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def bytes_hash(data: bytes) -> str:
+    """xxh3-128 of bytes in memory, in hex (symlink targets)."""
+    return xxhash.xxh3_128_hexdigest(data)
