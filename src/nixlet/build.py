@@ -42,7 +42,12 @@ class _BuildWrapper:
 
     def __call__(self, store: Store, dref: DRef, context: Context, /) -> Sequence[Path]:
         staging = store_mod.new_staging(store, dref.name)
-        outpaths = tuple(staging / str(i) / "out" for i in range(self.nouts))
+        # One output is built in <staging>/out, which publishing turns into the object
+        # folder as it is; several go to <staging>/<i>/out.
+        if self.nouts == 1:
+            outpaths: tuple[Path, ...] = (staging / "out",)
+        else:
+            outpaths = tuple(staging / str(i) / "out" for i in range(self.nouts))
         for out in outpaths:
             out.mkdir(parents=True)
         b = Build(store, dref, store_mod.read_config(store, dref), context, outpaths, staging)

@@ -35,7 +35,10 @@ class NixletError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         # Exception's default reduce replays ``args`` only and would drop the fields; a field
         # that cannot cross a process boundary (an exception holding a socket) travels as text.
-        return (_rebuild, (type(self), self.message, {k: _portable(v) for k, v in self._fields.items()}))
+        return (
+            _rebuild,
+            (type(self), self.message, {k: _portable(v) for k, v in self._fields.items()}),
+        )
 
     def __str__(self) -> str:
         return self.message

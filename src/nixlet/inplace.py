@@ -27,7 +27,9 @@ def _manager(store: StoreArg) -> Manager:
         return m
 
 
-def instantiate_inplace(stage: Callable[..., DRef], *args: Any, store: StoreArg = None, **kwargs: Any) -> DRef:
+def instantiate_inplace(
+    stage: Callable[..., DRef], *args: Any, store: StoreArg = None, **kwargs: Any
+) -> DRef:
     """Run ``stage(m, *args, **kwargs)`` with the process-wide manager of the store and
     return its DRef; derivations accumulate across calls, so a later stage may depend on
     an earlier one's DRef."""
@@ -37,7 +39,9 @@ def instantiate_inplace(stage: Callable[..., DRef], *args: Any, store: StoreArg 
     return closure_of(m, dref).result
 
 
-def realize_inplace(dref: DRef | str, force_rebuild: ForceRebuild = (), *, store: StoreArg = None) -> RRef:
+def realize_inplace(
+    dref: DRef | str, force_rebuild: ForceRebuild = (), *, store: StoreArg = None
+) -> RRef:
     """Realize a DRef declared with ``instantiate_inplace``."""
     m = _manager(store)
     return realize(closure_of(m, DRef.parse(dref)), force_rebuild, store=m.store)

@@ -73,6 +73,7 @@ def mkdrv(
     dref = derivation_ref(cfg, code)
     if dref not in m.derivations:
         m.pending.append((dref, cfg, code))
+        store_mod.remember_config(m.store, dref, cfg)
     m.derivations[dref] = Derivation(dref, cfg, code, matcher, realizer)
     return dref
 
@@ -115,4 +116,3 @@ def closure_of(m: Manager, result: object) -> Closure:
     # Declaration order is a dependency order: mkdrv refuses a dependency not yet declared.
     ordered = tuple(d for d in m.derivations.values() if d.dref in needed)
     return Closure(result, ordered, m.store)
-

@@ -73,6 +73,10 @@ class match_only:  # noqa: N801
         return list(rrefs) or None
 
 
+def _parse_rrefs(rrefs: Iterable[RRef | str]) -> tuple[RRef, ...]:
+    return tuple(RRef.parse(r) for r in rrefs)
+
+
 @attrs.frozen
 class match_exact:  # noqa: N801
     """Exactly the given realizations.
@@ -82,7 +86,7 @@ class match_exact:  # noqa: N801
             given RRef).
     """
 
-    rrefs: tuple[RRef, ...] = attrs.field(converter=lambda rs: tuple(RRef.parse(r) for r in rs))
+    rrefs: tuple[RRef, ...] = attrs.field(converter=_parse_rrefs)
 
     def __call__(self, store: Store, rrefs: list[RRef], /) -> list[RRef] | None:
         missing = set(self.rrefs) - set(rrefs)

@@ -59,7 +59,9 @@ def rrefctx(rref: RRef | str, *, store: StoreArg = None) -> Context:
 def drefdeps(drefs: list[DRef] | DRef | str, *, store: StoreArg = None) -> set[DRef]:
     """Every derivation the given ones depend on, transitively (themselves excluded)."""
     s = store_mod.resolve(store)
-    start = [DRef.parse(drefs)] if isinstance(drefs, (DRef, str)) else [DRef.parse(d) for d in drefs]
+    start = (
+        [DRef.parse(drefs)] if isinstance(drefs, (DRef, str)) else [DRef.parse(d) for d in drefs]
+    )
     return _transitive(start, lambda d: store_mod.read_config(s, d).deps)
 
 
@@ -67,7 +69,9 @@ def rrefdeps(rrefs: list[RRef] | RRef | str, *, store: StoreArg = None) -> set[R
     """Every realization the given ones were built from, transitively (themselves
     excluded)."""
     s = store_mod.resolve(store)
-    start = [RRef.parse(rrefs)] if isinstance(rrefs, (RRef, str)) else [RRef.parse(r) for r in rrefs]
+    start = (
+        [RRef.parse(rrefs)] if isinstance(rrefs, (RRef, str)) else [RRef.parse(r) for r in rrefs]
+    )
 
     def parents(r: RRef) -> list[RRef]:
         return [p for ps in rrefctx(r, store=s).values() for p in ps]

@@ -119,10 +119,14 @@ def run_step(store: Store, step: BuildStep) -> list[RRef]:
     except NixletError:
         raise
     except Exception as e:
-        raise BuildError(f"realizer of {dref} failed: {type(e).__name__}: {e}", dref=dref, cause=e, staging=None) from e
+        raise BuildError(
+            f"realizer of {dref} failed: {type(e).__name__}: {e}", dref=dref, cause=e, staging=None
+        ) from e
     finished = time.time()
     if not outdirs:
-        raise BuildError(f"realizer of {dref} returned no output folder", dref=dref, cause=None, staging=None)
+        raise BuildError(
+            f"realizer of {dref} returned no output folder", dref=dref, cause=None, staging=None
+        )
     for out in outdirs:
         _check_promises(step.derivation, out)
     return [

@@ -44,7 +44,9 @@ def check_name(name: object) -> str:
 
 def _check_hash(_: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str) or not _HASH.fullmatch(value):
-        raise RefError(f"invalid {attribute.name} {value!r}: expected {HASH_CHARS} chars of [a-z2-7]")
+        raise RefError(
+            f"invalid {attribute.name} {value!r}: expected {HASH_CHARS} chars of [a-z2-7]"
+        )
 
 
 def _check_ref_name(_: object, __: attrs.Attribute[str], value: str) -> None:
@@ -118,14 +120,18 @@ def is_dref(value: object) -> bool:
     """Whether ``value`` is a DRef or a string that parses as one."""
     if isinstance(value, DRef):
         return True
-    return isinstance(value, str) and value.startswith("dref:") and _DREF.fullmatch(value) is not None
+    return (
+        isinstance(value, str) and value.startswith("dref:") and _DREF.fullmatch(value) is not None
+    )
 
 
 def is_rref(value: object) -> bool:
     """Whether ``value`` is an RRef or a string that parses as one."""
     if isinstance(value, RRef):
         return True
-    return isinstance(value, str) and value.startswith("rref:") and _RREF.fullmatch(value) is not None
+    return (
+        isinstance(value, str) and value.startswith("rref:") and _RREF.fullmatch(value) is not None
+    )
 
 
 class _Promise:
@@ -174,7 +180,7 @@ class Config:
         return result
 
 
-def mkconfig(d: Mapping[str, Any]) -> Config:
+def mkconfig(d: Config | Mapping[str, Any]) -> Config:
     """Validate a JSON-able dict and freeze it into a ``Config``.
 
     Keys must be ``str``; values ``str``, ``int``, ``float`` (finite), ``bool``, ``None``,
@@ -246,7 +252,9 @@ def _plain(value: Any, where: str, deps: dict[DRef, None], promises: list[tuple[
 
 def _promise_path(items: list[Any], where: str) -> tuple[str, ...]:
     parts = items[1:]
-    if not parts or not all(type(p) is str and p and p not in (".", "..") and "/" not in p for p in parts):
+    if not parts or not all(
+        type(p) is str and p and p not in (".", "..") and "/" not in p for p in parts
+    ):
         raise ConfigError(
             f"{where}: a promise is [promise, 'sub', 'file'] with plain path parts, got {items!r}",
             where=where,
