@@ -8,6 +8,7 @@ before a build, an executor that builds elsewhere) can drive the same generator.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Generator, Iterable
@@ -21,6 +22,8 @@ from nixlet.matchers import matcher_name
 from nixlet.types import Closure, Derivation, DRef, RRef, Store
 
 ForceRebuild = Iterable[DRef | str] | bool
+#: "build <dref>" before each build, "publish <rref>" (or "exists <rref>") after it.
+log = logging.getLogger("nixlet.realize")
 
 
 @attrs.frozen
@@ -113,6 +116,7 @@ def run_step(store: Store, step: BuildStep) -> list[RRef]:
         PromiseError: an output lacks a promised path (nothing is published).
     """
     dref = step.dref
+    log.info("build %s", dref)
     started = time.time()
     try:
         outdirs = [Path(p) for p in step.derivation.realizer(store, dref, step.context)]
@@ -129,10 +133,14 @@ def run_step(store: Store, step: BuildStep) -> list[RRef]:
         )
     for out in outdirs:
         _check_promises(step.derivation, out)
-    return [
-        store_mod.publish_realization(store, dref, step.context_bytes, out, started, finished)[0]
-        for out in outdirs
-    ]
+    published = []
+    for out in outdirs:
+        rref, new = store_mod.publish_realization(
+            store, dref, step.context_bytes, out, started, finished
+        )
+        log.info("%s %s", "publish" if new else "exists", rref)
+        published.append(rref)
+    return published
 
 
 def _check_promises(drv: Derivation, out: Path) -> None:
