@@ -18,6 +18,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from nixlet.errors import ConfigError
+
 _CONSTANT_TYPES = (str, int, float, bool, bytes, type(None), complex)
 _source_cache: dict[types.CodeType, str] = {}
 
@@ -27,8 +29,6 @@ def code_identity(fn: object, version: str | None = None) -> str:
     ``fingerprint:<sha256 hex>`` of ``fn``'s code and what it uses."""
     if version is not None:
         if not isinstance(version, str):
-            from nixlet.errors import ConfigError
-
             raise ConfigError(f"version must be a str, not {type(version).__name__}")
         return f"version:{version}"
     h = hashlib.sha256()

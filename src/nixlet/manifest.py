@@ -5,6 +5,7 @@ from one file to another gives another RRef. Reading only: nothing here writes.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -107,8 +108,6 @@ def _utf8_name(name: str, folder: str) -> str:
 
 def parse(data: bytes) -> Manifest:
     """Read a ``manifest.json`` back (for queries and, later, verify)."""
-    import json
-
     raw = json.loads(data)
     entries = []
     for e in raw["entries"]:

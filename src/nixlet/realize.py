@@ -66,8 +66,10 @@ def realize_steps(closure: Closure, force_rebuild: ForceRebuild = (), *, store: 
             existing = store_mod.list_rrefs(store, drv.dref, prefix)
             picked = None if drv.dref in forced else _match(drv, store, existing)
             while picked is None:
-                yield BuildStep(drv, context, context_bytes)
-                before, existing = existing, store_mod.list_rrefs(store, drv.dref, prefix)
+                built = yield BuildStep(drv, context, context_bytes)
+                # Under the lock only this process publishes realizations of drv, so the
+                # store now holds exactly what it held plus what the build published.
+                before, existing = existing, sorted(set(existing).union(built))
                 picked = _match(drv, store, existing)
                 if picked is None and set(existing) <= set(before):
                     raise MatcherError(

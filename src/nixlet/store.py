@@ -17,6 +17,7 @@ Only this module renames, removes, changes modes or takes locks.
 
 from __future__ import annotations
 
+import calendar
 import ctypes
 import errno
 import fcntl
@@ -317,16 +318,24 @@ def _make_durable(store: Store, paths: Iterable[Path]) -> None:
     one fsync per item, see docs/design.md). Elsewhere, fsync each path.
     """
     if _syncfs is not None:
-        fd = os.open(store.root, os.O_RDONLY)
-        try:
-            if _syncfs(fd) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"syncfs failed: {os.strerror(err)}")
-        finally:
-            os.close(fd)
+        if _syncfs(_root_fd(store)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs failed: {os.strerror(err)}")
         return
     for path in paths:
         _fsync_path(path)
+
+
+_root_fds: dict[tuple[Path, int], int] = {}
+
+
+def _root_fd(store: Store) -> int:
+    """A descriptor of the store's root, opened once per process, for syncfs."""
+    key = (store.root, os.getpid())
+    fd = _root_fds.get(key)
+    if fd is None:
+        fd = _root_fds[key] = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
+    return fd
 
 
 def _fsync_path(path: Path) -> None:
@@ -421,9 +430,11 @@ def publish_derivations(store: Store, records: Sequence[tuple[DRef, Config, str]
     staged = []
     for dref, config, code in missing:
         folder = new_staging(store, "drv")
-        _write_file(folder / CONFIG_FILE, config.canonical)
-        _write_file(folder / CODE_FILE, code.encode("utf-8"))
+        _write_file(folder / CONFIG_FILE, config.canonical, 0o444)
+        _write_file(folder / CODE_FILE, code.encode("utf-8"), 0o444)
         staged.append((dref, folder))
+        # Created now, with the batch, so the first build's lock is an open, not a create.
+        os.close(os.open(_lock_path(store, dref), os.O_RDWR | os.O_CREAT, 0o644))
     _make_durable(store, [p for _, f in staged for p in (f / CONFIG_FILE, f / CODE_FILE, f)])
     for dref, folder in staged:
         # Another process may have published the same record meanwhile: same name, same
@@ -470,7 +481,9 @@ def publish_realization(
         _remove_tree(outdir)
         return rref, False
     obj = _object_folder(store, outdir)
-    _write_file(obj / META_FILE, _meta_record(context_bytes, manifest_bytes, started, finished))
+    _write_file(
+        obj / META_FILE, _meta_record(context_bytes, manifest_bytes, started, finished), 0o444
+    )
     _seal(obj, manifest)
     _make_durable(store, _object_paths(obj, manifest))
     if not _rename_new(obj, target):
@@ -536,15 +549,18 @@ def _format_time(t: float) -> str:
 
 
 def _parse_time(text: str) -> float:
-    import calendar
-
     base, frac = text.rstrip("Z").split(".")
     return calendar.timegm(time.strptime(base, _TIME_FORMAT)) + int(frac) / 1e6
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
+def _write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    if mode == 0o444:
+        os.utime(path, (CANONICAL_MTIME, CANONICAL_MTIME))
 
 
 def _object_paths(obj: Path, manifest: manifest_mod.Manifest) -> list[Path]:
@@ -556,7 +572,6 @@ def _object_paths(obj: Path, manifest: manifest_mod.Manifest) -> list[Path]:
 def _seal(obj: Path, manifest: manifest_mod.Manifest) -> None:
     """Make a staged object read-only and canonical before it is published."""
     out = obj / OUT
-    _seal_file(obj / META_FILE, 0o444)
     for e in manifest.entries:
         if e.kind == "file":
             _seal_file(out / e.path, 0o555 if e.executable else 0o444)
@@ -577,6 +592,10 @@ def _seal_file(path: Path, mode: int) -> None:
 # ---------------------------------------------------------------- locks and removal
 
 
+def _lock_path(store: Store, dref: DRef) -> str:
+    return os.path.join(store.root, LOCKS, f"{dref.dhash}-{dref.name}.lock")
+
+
 @contextmanager
 def derivation_lock(store: Store, dref: DRef) -> Iterator[None]:
     """Hold the build lock of one derivation.
@@ -587,11 +606,7 @@ def derivation_lock(store: Store, dref: DRef) -> Iterator[None]:
     (docs/design.md); filelock still guards the once-per-process staging lock. The lock
     file is never deleted: deleting it would let two processes lock two different inodes.
     """
-    fd = os.open(
-        os.path.join(store.root, LOCKS, f"{dref.dhash}-{dref.name}.lock"),
-        os.O_RDWR | os.O_CREAT,
-        0o644,
-    )
+    fd = os.open(_lock_path(store, dref), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

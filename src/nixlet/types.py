@@ -14,7 +14,7 @@ from typing import Any, Final, Protocol, TypeAlias
 
 import attrs
 
-from nixlet.errors import ConfigError, RefError
+from nixlet.errors import ClosureError, ConfigError, RefError
 from nixlet.hashing import HASH_CHARS, canonical_json
 
 #: A JSON value as nixlet stores it (recursive; no Any in the public types).
@@ -318,8 +318,6 @@ class Closure:
         for d in self.derivations:
             if d.dref == dref:
                 return d
-        from nixlet.errors import ClosureError
-
         raise ClosureError(f"{dref} is not part of this closure", dref=dref)
 
 
