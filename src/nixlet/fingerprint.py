@@ -11,16 +11,22 @@ Python version. ``mkdrv(..., version=...)`` replaces all of this with an explici
 from __future__ import annotations
 
 import ast
+import dataclasses
+import enum
 import hashlib
 import inspect
 import textwrap
 import types
 from collections.abc import Callable
+from pathlib import PurePath
 from typing import Any
+
+import attrs
 
 from nixlet.errors import ConfigError
 
 _CONSTANT_TYPES = (str, int, float, bool, bytes, type(None), complex)
+_MAX_REPR = 4096
 _source_cache: dict[types.CodeType, str] = {}
 
 
@@ -86,10 +92,24 @@ def _feed_value(h: Any, value: object, seen: set[int], home: str | None) -> None
     elif isinstance(value, types.ModuleType):
         h.update(f"module:{value.__name__}".encode())
     else:
-        # Objects (classes, instances, builtins) count by their kind only: their state has
-        # no stable textual form, and hashing id() or hash() would change every run.
         kind = value if isinstance(value, type) else type(value)
         h.update(f"obj:{kind.__module__}.{kind.__qualname__}".encode())
+        # An immutable value (a path, an enum member, a frozen attrs or dataclass value such
+        # as a DRef) counts by its repr. Other objects count by their kind only: their state
+        # may change (a Manager fills up) or print as a memory address. Never id() or hash().
+        if _is_value(value):
+            text = repr(value)
+            if len(text) <= _MAX_REPR:
+                h.update(f"repr:{text}".encode())
+
+
+def _is_value(value: object) -> bool:
+    cls = type(value)
+    if isinstance(value, (PurePath, enum.Enum)):
+        return True
+    if dataclasses.is_dataclass(cls):
+        return bool(cls.__dataclass_params__.frozen)  # type: ignore[attr-defined]
+    return attrs.has(cls) and getattr(cls.__setattr__, "__name__", "") == "_frozen_setattrs"
 
 
 def _feed_used_names(h: Any, fn: types.FunctionType, seen: set[int], home: str | None) -> None:
