@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import enum
+import functools
 import hashlib
 import inspect
 import textwrap
@@ -63,6 +64,19 @@ def _feed(h: Any, obj: object, seen: set[int], home: str | None) -> None:
     _feed_value(h, target, seen, home)
 
 
+def _stable_repr(value: object) -> str:
+    """``repr`` with sets and dicts in sorted order: their iteration order follows
+    ``hash()``, which Python randomises per process for strings."""
+    if isinstance(value, (set, frozenset)):
+        return f"{type(value).__name__}({sorted(_stable_repr(v) for v in value)})"
+    if isinstance(value, (tuple, list)):
+        return f"{type(value).__name__}({[_stable_repr(v) for v in value]})"
+    if isinstance(value, dict):
+        items = sorted((_stable_repr(k), _stable_repr(v)) for k, v in value.items())
+        return f"dict({items})"
+    return repr(value)
+
+
 def _unwrap(obj: object) -> object:
     # A realizer made by build_wrapper (or any callable object) points at the user's code.
     for attr in ("__nixlet_code__", "__wrapped__"):
@@ -77,16 +91,21 @@ def _unwrap(obj: object) -> object:
 def _feed_value(h: Any, value: object, seen: set[int], home: str | None) -> None:
     if isinstance(value, _CONSTANT_TYPES):
         h.update(f"const:{type(value).__name__}:{value!r}".encode())
-    elif isinstance(value, (tuple, list, frozenset)):
-        items = sorted(value, key=repr) if isinstance(value, frozenset) else value
+    elif isinstance(value, (tuple, list, set, frozenset)):
+        items = sorted(value, key=_stable_repr) if isinstance(value, (set, frozenset)) else value
         h.update(f"seq:{type(value).__name__}:{len(items)}".encode())
         for item in items:
             _feed_value(h, item, seen, home)
-    elif isinstance(value, dict) and all(isinstance(k, str) for k in value):
+    elif isinstance(value, dict):
         h.update(f"dict:{len(value)}".encode())
-        for k in sorted(value):
-            h.update(k.encode())
+        for k in sorted(value, key=_stable_repr):
+            h.update(_stable_repr(k).encode())
             _feed_value(h, value[k], seen, home)
+    elif isinstance(value, functools.partial):
+        h.update(b"partial:")
+        _feed(h, value.func, seen, home)
+        _feed_value(h, value.args, seen, home)
+        _feed_value(h, value.keywords, seen, home)
     elif isinstance(value, types.FunctionType) or hasattr(value, "__nixlet_code__"):
         _feed(h, value, seen, home)
     elif isinstance(value, types.ModuleType):
@@ -151,7 +170,26 @@ def _source_text(fn: Callable[..., Any]) -> str:
         tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
     except (OSError, TypeError, SyntaxError, IndentationError):
         return _bytecode_text(fn.__code__)
-    return ast.dump(_strip_docstrings(tree), annotate_fields=False, include_attributes=False)
+    return _dump(_strip_docstrings(tree))
+
+
+def _dump(node: object) -> str:
+    """A textual form of an AST that is the same on every Python >= 3.11.
+
+    ``ast.dump`` is not: 3.12 adds ``type_params=[]`` to every function and 3.13 leaves out
+    empty fields, so the same function would get three fingerprints. Fields that are
+    ``None`` or empty are left out here, and fields are named.
+    """
+    if isinstance(node, ast.AST):
+        fields = []
+        for name, value in ast.iter_fields(node):
+            if value is None or value == []:
+                continue
+            fields.append(f"{name}={_dump(value)}")
+        return f"{type(node).__name__}({','.join(fields)})"
+    if isinstance(node, list):
+        return f"[{','.join(_dump(item) for item in node)}]"
+    return f"{type(node).__name__}:{node!r}"
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
@@ -170,7 +208,7 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
 
 def _bytecode_text(code: types.CodeType) -> str:
     consts = [
-        _bytecode_text(c) if isinstance(c, types.CodeType) else repr(c)
+        _bytecode_text(c) if isinstance(c, types.CodeType) else _stable_repr(c)
         for c in code.co_consts
         if not (isinstance(c, str) and c == code.co_consts[0] and c.startswith(("\n", " ")))
     ]

@@ -330,7 +330,8 @@ _root_fds: dict[tuple[Path, int], int] = {}
 
 
 def _root_fd(store: Store) -> int:
-    """A descriptor of the store's root, opened once per process, for syncfs."""
+    """A descriptor of the store's root, opened once per process, for syncfs (one per
+    store a process uses, kept open for the life of the process on purpose)."""
     key = (store.root, os.getpid())
     fd = _root_fds.get(key)
     if fd is None:
@@ -432,9 +433,11 @@ def publish_derivations(store: Store, records: Sequence[tuple[DRef, Config, str]
         folder = new_staging(store, "drv")
         _write_file(folder / CONFIG_FILE, config.canonical, 0o444)
         _write_file(folder / CODE_FILE, code.encode("utf-8"), 0o444)
+        # mkdtemp made it 0700; a store may be shared by a group (and rsync copies modes).
+        os.chmod(folder, 0o755)
         staged.append((dref, folder))
         # Created now, with the batch, so the first build's lock is an open, not a create.
-        os.close(os.open(_lock_path(store, dref), os.O_RDWR | os.O_CREAT, 0o644))
+        os.close(_open_lock(store, dref))
     _make_durable(store, [p for _, f in staged for p in (f / CONFIG_FILE, f / CODE_FILE, f)])
     for dref, folder in staged:
         # Another process may have published the same record meanwhile: same name, same
@@ -592,8 +595,15 @@ def _seal_file(path: Path, mode: int) -> None:
 # ---------------------------------------------------------------- locks and removal
 
 
-def _lock_path(store: Store, dref: DRef) -> str:
-    return os.path.join(store.root, LOCKS, f"{dref.dhash}-{dref.name}.lock")
+def _open_lock(store: Store, dref: DRef) -> int:
+    """Open (creating if needed) a derivation's lock file. A new one gets the canonical
+    mtime: rsync then leaves the lock files of a merged store alone instead of replacing
+    one (a new inode) under a process that holds the old."""
+    path = os.path.join(store.root, LOCKS, f"{dref.dhash}-{dref.name}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if os.fstat(fd).st_mtime != CANONICAL_MTIME:
+        os.utime(fd, (CANONICAL_MTIME, CANONICAL_MTIME))
+    return fd
 
 
 @contextmanager
@@ -606,7 +616,7 @@ def derivation_lock(store: Store, dref: DRef) -> Iterator[None]:
     (docs/design.md); filelock still guards the once-per-process staging lock. The lock
     file is never deleted: deleting it would let two processes lock two different inodes.
     """
-    fd = os.open(_lock_path(store, dref), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(store, dref)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

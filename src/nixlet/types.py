@@ -111,7 +111,7 @@ class RRef:
         return cls(m.group(1), m.group(2), m.group(3))
 
 
-def rref2dref(rref: RRef) -> DRef:
+def rref2dref(rref: RRef | str) -> DRef:
     """The derivation of a realization."""
     return RRef.parse(rref).dref
 
@@ -197,7 +197,10 @@ def mkconfig(d: Config | Mapping[str, Any]) -> Config:
         raise ConfigError(f"a config must be a dict, not {type(d).__name__}")
     deps: dict[DRef, None] = {}
     promises: list[tuple[str, ...]] = []
-    plain = _plain(d, "config", deps, promises)
+    try:
+        plain = _plain(d, "config", deps, promises, set())
+    except RecursionError:
+        raise ConfigError("config is nested too deeply to be stored as JSON") from None
     name = check_name(plain.get("name", DEFAULT_NAME))
     try:
         canonical = canonical_json(plain)
@@ -206,8 +209,15 @@ def mkconfig(d: Config | Mapping[str, Any]) -> Config:
     return Config(canonical, name, tuple(deps), tuple(promises))
 
 
-def _plain(value: Any, where: str, deps: dict[DRef, None], promises: list[tuple[str, ...]]) -> Any:
-    """Validate one value and return its plain JSON form, collecting deps and promises."""
+def _plain(
+    value: Any,
+    where: str,
+    deps: dict[DRef, None],
+    promises: list[tuple[str, ...]],
+    active: set[int],
+) -> Any:
+    """Validate one value and return its plain JSON form, collecting deps and promises.
+    ``active`` holds the containers being walked, to refuse a circular config."""
     t = type(value)
     if t is str:
         if value.startswith("dref:") and is_dref(value):
@@ -230,24 +240,40 @@ def _plain(value: Any, where: str, deps: dict[DRef, None], promises: list[tuple[
         return str(value)
     if value is promise:
         return PROMISE_TAG
-    if t is list:
-        items = [_plain(v, f"{where}[{i}]", deps, promises) for i, v in enumerate(value)]
-        if items and items[0] == PROMISE_TAG:
-            promises.append(_promise_path(items, where))
-        return items
-    if t is dict or isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            if type(k) is not str:
-                raise ConfigError(f"{where}: key {k!r} is not a str", where=where)
-            out[k] = _plain(v, f"{where}[{k!r}]", deps, promises)
-        return out
+    if t is list or t is dict or isinstance(value, Mapping):
+        if id(value) in active:
+            raise ConfigError(f"{where}: the config contains itself (a cycle)", where=where)
+        active.add(id(value))
+        try:
+            return _plain_container(value, where, deps, promises, active)
+        finally:
+            active.discard(id(value))
     hint = " (use a list)" if t is tuple else ""
     raise ConfigError(
         f"{where}: {t.__name__} value {value!r} is not JSON-able{hint}; "
         "use str, int, float, bool, None, list or dict",
         where=where,
     )
+
+
+def _plain_container(
+    value: Any,
+    where: str,
+    deps: dict[DRef, None],
+    promises: list[tuple[str, ...]],
+    active: set[int],
+) -> Any:
+    if type(value) is list:
+        items = [_plain(v, f"{where}[{i}]", deps, promises, active) for i, v in enumerate(value)]
+        if items and items[0] == PROMISE_TAG:
+            promises.append(_promise_path(items, where))
+        return items
+    out = {}
+    for k, v in value.items():
+        if type(k) is not str:
+            raise ConfigError(f"{where}: key {k!r} is not a str", where=where)
+        out[k] = _plain(v, f"{where}[{k!r}]", deps, promises, active)
+    return out
 
 
 def _promise_path(items: list[Any], where: str) -> tuple[str, ...]:
