@@ -6,9 +6,7 @@ the existing realizations built against the same dependency choices, and builds 
 the matcher asks. Every name below is the public API; docs/ explains each with examples.
 """
 
-from __future__ import annotations
-
-import os
+import os as _os
 
 from nixlet import store as _store
 from nixlet.build import (
@@ -77,7 +75,7 @@ from nixlet.types import (
 __version__ = "0.1.0"
 
 
-def store_initialize(path: str | os.PathLike[str] | None = None) -> Store:
+def store_initialize(path: str | _os.PathLike[str] | None = None) -> Store:
     """Create the store folder if missing (idempotent), check its format file, and make it
     this process's default store.
 

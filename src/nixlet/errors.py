@@ -19,7 +19,15 @@ keyword arguments of ``__init__`` and ``__reduce__`` gives them back.
 from __future__ import annotations
 
 import pickle
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+# Field annotations name nixlet.types.DRef through the package, not an import: types.py
+# imports this module, and typing.get_type_hints resolves the names once both are loaded.
+import nixlet
+
+if TYPE_CHECKING:
+    import nixlet.types
 
 
 class NixletError(Exception):
@@ -45,8 +53,10 @@ class NixletError(Exception):
 
 
 def _portable(value: Any) -> Any:
+    # A full round trip: an exception whose __init__ takes other arguments than its args
+    # pickles fine and fails only when loaded, in the other process.
     try:
-        pickle.dumps(value)
+        pickle.loads(pickle.dumps(value))
     except Exception:
         return repr(value)
     return value
@@ -59,7 +69,10 @@ def _rebuild(cls: type[NixletError], message: str, fields: dict[str, Any]) -> Ni
 
 
 class ConfigError(NixletError, ValueError):
-    """A config is not a JSON-able dict of the accepted types, or its name is invalid."""
+    """A config is not a JSON-able dict of the accepted types, or its name is invalid.
+    Field: ``where`` (the path of the offending value inside the config), when known."""
+
+    where: str | None = None
 
 
 class RefError(NixletError, ValueError):
@@ -67,11 +80,17 @@ class RefError(NixletError, ValueError):
 
 
 class ClosureError(NixletError, ValueError):
-    """A closure is inconsistent: a dependency without a derivation, a bad target."""
+    """A closure is inconsistent: a dependency without a derivation, a bad target.
+    Field: ``dref``, when one is to blame."""
+
+    dref: nixlet.types.DRef | str | None = None
 
 
 class StoreError(NixletError, OSError):
-    """The store is missing, of an unknown format, or holds a corrupted record."""
+    """The store is missing, of an unknown format, or holds a corrupted record.
+    Field: ``path`` (the folder or file concerned), when known."""
+
+    path: Path | str | None = None
 
 
 class BuildError(NixletError, RuntimeError):
@@ -79,15 +98,24 @@ class BuildError(NixletError, RuntimeError):
     when it could not cross a process boundary) and ``staging`` (the kept staging folder,
     for inspection; it is garbage once the process ends)."""
 
+    dref: nixlet.types.DRef | None = None
+    cause: BaseException | str | None = None
+    staging: Path | None = None
+
 
 class PromiseError(BuildError):
     """A build finished without creating a file its config promised. Fields: ``dref``,
     ``missing`` (the promised relative paths) and ``staging``."""
 
+    missing: list[str] | None = None
+
 
 class MatcherError(NixletError, RuntimeError):
     """A matcher returned RRefs it was not given, or cannot be satisfied by building more.
     Fields: ``matcher`` (its name) and ``dref``."""
+
+    matcher: str | None = None
+    dref: nixlet.types.DRef | None = None
 
 
 class NixletWarning(UserWarning):

@@ -170,6 +170,13 @@ def _source_text(fn: Callable[..., Any]) -> str:
         tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
     except (OSError, TypeError, SyntaxError, IndentationError):
         return _bytecode_text(fn.__code__)
+    if fn.__name__ == "<lambda>":
+        # getsource gives a lambda's whole statement: keep the lambda alone, and fall back
+        # to its bytecode when the statement holds several (which one is ours is unknown).
+        lambdas = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda)]
+        if len(lambdas) != 1:
+            return _bytecode_text(fn.__code__)
+        return _dump(lambdas[0])
     return _dump(_strip_docstrings(tree))
 
 

@@ -31,7 +31,7 @@ def drefcfg(dref: DRef | str, *, store: StoreArg = None) -> Config:
     Raises:
         StoreError: it is not in the store, or its record is corrupted.
     """
-    return store_mod.read_config(store_mod.resolve(store), DRef.parse(dref))
+    return store_mod.read_config(store_mod.resolve(store), DRef.parse(dref), check=True)
 
 
 def drefrrefs(dref: DRef | str, *, store: StoreArg = None) -> list[RRef]:
@@ -47,7 +47,7 @@ def alldrefs(*, store: StoreArg = None) -> list[DRef]:
 def allrrefs(*, store: StoreArg = None) -> list[RRef]:
     """Every realization in the store, sorted."""
     s = store_mod.resolve(store)
-    return [r for d in store_mod.list_drefs(s) for r in store_mod.list_rrefs(s, d)]
+    return sorted(r for d in store_mod.list_drefs(s) for r in store_mod.list_rrefs(s, d))
 
 
 def rrefctx(rref: RRef | str, *, store: StoreArg = None) -> Context:

@@ -199,10 +199,15 @@ def has_derivation(store: Store, dref: DRef) -> bool:
 _configs: dict[tuple[Path, DRef], Config] = {}
 
 
-def read_config(store: Store, dref: DRef) -> Config:
-    """The config of a published derivation (records never change, so it is cached)."""
+def read_config(store: Store, dref: DRef, *, check: bool = False) -> Config:
+    """The config of a published derivation. Records never change, so it is cached;
+    ``check=True`` first makes sure the record is still there (another process may have
+    removed the derivation)."""
     key = (store.root, dref)
     cached = _configs.get(key)
+    if cached is not None and check and not has_derivation(store, dref):
+        _configs.pop(key, None)
+        cached = None
     if cached is not None:
         return cached
     path = dref_dir(store, dref) / CONFIG_FILE
@@ -633,8 +638,19 @@ def remove_ref(store: Store, ref: DRef | RRef) -> None:
         if not path.exists():
             raise StoreError(f"{ref} is not in the store {store.root}", path=path)
         grave = new_staging(store, "removed") / "ref"
-        os.rename(path, grave)
+        if isinstance(ref, RRef):
+            # A realization folder is 0555, and moving a folder to a new parent needs write
+            # access to it (its '..' entry changes).
+            os.chmod(path, 0o755)
+        try:
+            os.rename(path, grave)
+        except OSError:
+            if isinstance(ref, RRef):
+                os.chmod(path, 0o555)
+            raise
         flush(store, [path.parent])
+        if isinstance(ref, DRef):
+            _configs.pop((store.root, ref), None)
     _remove_tree(grave.parent)
 
 
@@ -651,8 +667,11 @@ def make_writable(path: str | os.PathLike[str]) -> None:
 
 def _remove_tree(path: Path) -> None:
     with _suppress_missing():
-        make_writable(path)
-        shutil.rmtree(path)
+        if os.path.isdir(path) and not os.path.islink(path):
+            make_writable(path)
+            shutil.rmtree(path)
+        else:  # a stray file in .tmp (a format record a crash left half-made)
+            os.unlink(path)
 
 
 @contextmanager

@@ -157,7 +157,7 @@ class _Promise:
 promise: Final = _Promise()
 
 #: A path inside a dependency's realization: ``[dref, "sub", "file"]``.
-RefPath: TypeAlias = "list[str | DRef]"
+RefPath: TypeAlias = list[str | DRef]
 
 
 @attrs.frozen
