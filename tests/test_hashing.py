@@ -48,6 +48,10 @@ def _noop(store: nx.Store, dref: nx.DRef, context: nx.Context, /) -> list[Path]:
     raise AssertionError("the vectors are never built")
 
 
+def _empty(b: nx.Build) -> None:
+    """Build nothing: the output is an empty folder."""
+
+
 def _other_noop(store: nx.Store, dref: nx.DRef, context: nx.Context, /) -> list[Path]:
     return [Path("/nowhere")]
 
@@ -96,11 +100,14 @@ def test_vector_canonical_forms_match_an_independent_encoder() -> None:
 
 
 def test_vectors_are_recorded_in_the_store(store: nx.Store) -> None:
-    """A vector instantiated in a store writes its canonical bytes and code identity as
-    the derivation record, under the folder its DRef names."""
+    """A vector realized in a store writes its canonical bytes and code identity as the
+    derivation record, under the folder its DRef names."""
     v = VECTORS["vectors"][0]
-    c = nx.instantiate(lambda m: nx.mkdrv(m, v["config"], nx.match_only(), _noop, version="1"))
+    c = nx.instantiate(
+        lambda m: nx.mkdrv(m, v["config"], nx.match_only(), nx.build_wrapper(_empty), version="1")
+    )
     assert str(c.result) == v["dref"]
+    nx.realize(c)
     folder = nx.dref2path(c.result)
     assert (folder / "config.json").read_bytes() == bytes.fromhex(v["canonical_hex"])
     assert (folder / "code").read_text() == v["code"]

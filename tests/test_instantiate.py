@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import nixlet as nx
-from strategies import Dag, builds, counting_build, dag_stage, dags, stage
+from strategies import Dag, builds, counting_build, dag_stage, dags, stage, store_view
 
 PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -35,14 +35,19 @@ def test_closure_is_in_dependency_order(store: nx.Store, tmp_path: Path) -> None
 
 
 def test_instantiate_is_pure(store: nx.Store, tmp_path: Path) -> None:
-    """Instantiating builds nothing: no realization, no build, only derivation records."""
+    """Instantiating builds nothing and writes nothing; realize then records each
+    derivation (its canonical config and code identity) with its first realization."""
     log = tmp_path / "log"
+    before = store_view(store)
     c = nx.instantiate(_diamond, str(log))
-    assert nx.allrrefs() == []
+    assert store_view(store) == before
+    assert nx.allrrefs() == [] and nx.alldrefs() == []
     assert builds(log) == 0
+    nx.realize(c)
     assert nx.alldrefs() == sorted(d.dref for d in c.derivations)
     for d in c.derivations:
-        assert sorted(os.listdir(nx.dref2path(d.dref))) == ["code", "config.json"]
+        d_rrefs = [r.rhash for r in nx.drefrrefs(d.dref)]
+        assert sorted(os.listdir(nx.dref2path(d.dref))) == sorted(["code", "config.json", *d_rrefs])
         assert (nx.dref2path(d.dref) / "config.json").read_bytes() == d.config.canonical
         assert nx.drefcfg(d.dref) == d.config
 
@@ -189,6 +194,4 @@ def test_random_dags_instantiate_purely_in_dependency_order(dag: Dag) -> None:
             assert set(d.config.deps) == {refs[j] for j in node.deps}
         assert nx.allrrefs(store=store) == []
         assert builds(Path(log)) == 0
-        assert nx.alldrefs(store=store) == sorted(set(refs))
-        for dref in refs:
-            assert sorted(os.listdir(nx.dref2path(dref, store=store))) == ["code", "config.json"]
+        assert nx.alldrefs(store=store) == []

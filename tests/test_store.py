@@ -134,6 +134,7 @@ def test_nixlet_store_env_is_used_without_initialize(
     monkeypatch.setenv("NIXLET_STORE", str(s.root))
     c = nx.instantiate(_pipeline, str(tmp_path / "log"))
     assert c.store.root == s.root
+    nx.realize(c)
     assert set(nx.alldrefs()) == {d.dref for d in c.derivations}
     assert nx.dref2path(c.result).parent == s.root
 

@@ -34,9 +34,7 @@ def instantiate_inplace(
     return its DRef; derivations accumulate across calls, so a later stage may depend on
     an earlier one's DRef."""
     m = _manager(store)
-    dref = stage(m, *args, **kwargs)
-    m.flush()
-    return closure_of(m, dref).result
+    return closure_of(m, stage(m, *args, **kwargs)).result
 
 
 def realize_inplace(

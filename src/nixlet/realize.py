@@ -52,7 +52,6 @@ def realize_steps(closure: Closure, force_rebuild: ForceRebuild = (), *, store: 
     again once the lock is held: another process may have built it meanwhile.
     """
     forced = _forced(closure, force_rebuild)
-    store_mod.publish_derivations(store, [(d.dref, d.config, d.code) for d in closure.derivations])
     chosen: dict[DRef, tuple[RRef, ...]] = {}
     for drv in closure.derivations:
         context = {dep: chosen[dep] for dep in drv.config.deps}
@@ -137,8 +136,9 @@ def run_step(store: Store, step: BuildStep) -> list[RRef]:
         _check_promises(step.derivation, out)
     published = []
     for out in outdirs:
+        drv = step.derivation
         rref, new = store_mod.publish_realization(
-            store, dref, step.context_bytes, out, started, finished
+            store, (dref, drv.config, drv.code), step.context_bytes, out, started, finished
         )
         log.info("%s %s", "publish" if new else "exists", rref)
         published.append(rref)
@@ -175,7 +175,8 @@ def realize_many(
         step = next(steps)
         while True:
             rrefs = run_step(target, step)
-            touched.add(store_mod.dref_dir(target, step.dref))
+            # A first realization also adds its derivation's folder to the root.
+            touched.update((store_mod.dref_dir(target, step.dref), target.root))
             step = steps.send(rrefs)
     except StopIteration as stop:
         chosen: dict[DRef, tuple[RRef, ...]] = stop.value

@@ -427,47 +427,26 @@ def remove_staging_garbage(store: Store) -> int:
 # ---------------------------------------------------------------- publishing
 
 
-def publish_derivations(store: Store, records: Sequence[tuple[DRef, Config, str]]) -> None:
-    """Publish the derivation records that are missing, as one batch: stage all, one
-    durable flush, rename each, flush the names."""
-    missing = [r for r in records if not has_derivation(store, r[0])]
-    if not missing:
-        return
-    staged = []
-    for dref, config, code in missing:
-        folder = new_staging(store, "drv")
-        _write_file(folder / CONFIG_FILE, config.canonical, 0o444)
-        _write_file(folder / CODE_FILE, code.encode("utf-8"), 0o444)
-        # mkdtemp made it 0700; a store may be shared by a group (and rsync copies modes).
-        os.chmod(folder, 0o755)
-        staged.append((dref, folder))
-        # Created now, with the batch, so the first build's lock is an open, not a create.
-        os.close(_open_lock(store, dref))
-    _make_durable(store, [p for _, f in staged for p in (f / CONFIG_FILE, f / CODE_FILE, f)])
-    for dref, folder in staged:
-        # Another process may have published the same record meanwhile: same name, same
-        # bytes, so losing the race is success.
-        if not _rename_new(folder, dref_dir(store, dref)):
-            _remove_tree(folder)
-    flush(store, [store.root])
-
-
 def publish_realization(
     store: Store,
-    dref: DRef,
+    derivation: tuple[DRef, Config, str],
     context_bytes: bytes,
     outdir: Path,
     started: float,
     finished: float,
 ) -> tuple[RRef, bool]:
-    """Publish the build output ``outdir`` (in staging) as a realization of ``dref``.
+    """Publish the build output ``outdir`` (in staging) as a realization of a derivation,
+    given as ``(dref, config, code)``; the caller holds the derivation's lock.
 
-    Returns the RRef and whether it is new (a deterministic rebuild gives an existing RRef,
-    and its staging is discarded). The name is not durable until ``flush``.
+    A derivation enters the store with its first realization: its record is staged with
+    the object and both appear by one rename, so a build that fails leaves nothing. Returns
+    the RRef and whether it is new (a deterministic rebuild gives an existing RRef, and its
+    staging is discarded). The name is not durable until ``flush``.
 
     Raises:
         BuildError: ``outdir`` is outside the staging area, or holds a special file.
     """
+    dref = derivation[0]
     if not is_staging(store, outdir) or not outdir.is_dir():
         raise BuildError(
             f"realizer of {dref} returned {outdir}, which is not a folder in the store's "
@@ -489,18 +468,49 @@ def publish_realization(
         _remove_tree(outdir)
         return rref, False
     obj = _object_folder(store, outdir)
-    _write_file(
-        obj / META_FILE, _meta_record(context_bytes, manifest_bytes, started, finished), 0o444
-    )
+    meta = _meta_record(context_bytes, manifest_bytes, started, finished)
+    _write_file(obj / META_FILE, meta, 0o444)
     _seal(obj, manifest)
-    _make_durable(store, _object_paths(obj, manifest))
-    if not _rename_new(obj, target):
+    if has_derivation(store, dref):
+        _make_durable(store, _object_paths(obj, manifest))
+        published = _rename_new(obj, target)
+    else:
+        record = _stage_record(store, derivation, obj, rref)
+        _make_durable(
+            store, [*_object_paths(record / rref.rhash, manifest), *_record_paths(record)]
+        )
+        published = _rename_new(record, dref_dir(store, dref))
+        if not published:
+            # The derivation was recorded meanwhile (same name, same bytes): publish the
+            # object into it, and drop the staged record.
+            obj = record / rref.rhash
+            published = _rename_new(obj, target)
+            _remove_tree(record)
+    if not published:
         _remove_tree(obj)
         return rref, False
     # The top folder stays writable until it is in place: moving a folder to a new parent
     # needs write access to it (its '..' entry changes).
     os.chmod(target, 0o555)
     return rref, True
+
+
+def _stage_record(
+    store: Store, derivation: tuple[DRef, Config, str], obj: Path, rref: RRef
+) -> Path:
+    """Stage a derivation folder (its record, and ``obj`` as its first realization)."""
+    _, config, code = derivation
+    folder = new_staging(store, "drv")
+    _write_file(folder / CONFIG_FILE, config.canonical, 0o444)
+    _write_file(folder / CODE_FILE, code.encode("utf-8"), 0o444)
+    # mkdtemp made it 0700; a store may be shared by a group (and rsync copies modes).
+    os.chmod(folder, 0o755)
+    os.rename(obj, folder / rref.rhash)
+    return folder
+
+
+def _record_paths(folder: Path) -> list[Path]:
+    return [folder / CONFIG_FILE, folder / CODE_FILE, folder]
 
 
 def _object_folder(store: Store, outdir: Path) -> Path:
