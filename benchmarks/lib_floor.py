@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 from common import OUT_FILE, SCORE_FILE, file_header, timed
@@ -43,7 +44,7 @@ def _write_synced(path: Path, *chunks: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _publish(store: Path, name: str, files: dict[str, tuple[bytes, ...]]) -> Path:
+def _publish(store: Path, name: str, files: Mapping[str, tuple[bytes, ...]]) -> Path:
     """Create ``store/name`` atomically holding ``files``: mkdir tmp, write+fsync, rename, fsync."""
     tmp = store / f".tmp-{name}"
     tmp.mkdir()

@@ -2,7 +2,8 @@
 
 API notes (read from pylightnix 0.3.0's core.py / build.py):
 
-* a stage is ``stage(*args, r: Registry) -> DRef`` and calls ``mkdrv(config, matcher, realizer, r)``;
+* a stage is ``stage(*args, r: Registry) -> DRef`` and calls
+  ``mkdrv(config, matcher, realizer, r)``;
 * a DRef string anywhere inside a config dict is a dependency;
 * ``instantiate(stage, *args, S=S)`` returns ``(result, closure)``;
   ``realize1(closure, force_rebuild=True)`` forces a new build of the closure's targets;
@@ -15,14 +16,17 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from os.path import join
 from pathlib import Path
 from typing import Any
 
 logging.disable(logging.WARNING)  # import-time "aunpack not found" and collision chatter
 
+from common import OUT_FILE, SCORE_FILE, file_header, timed  # noqa: E402
 from pylightnix import (  # noqa: E402
     Build,
+    Closure,
     DRef,
     Registry,
     RRef,
@@ -42,9 +46,10 @@ from pylightnix import (  # noqa: E402
     rref2path,
 )
 
-from common import OUT_FILE, SCORE_FILE, file_header, timed  # noqa: E402
-
 Metrics = dict[str, float]
+
+
+Plan = tuple[DRef, Closure]  # what pylightnix's instantiate returns
 
 
 def _store(root: Path) -> StorageSettings:
@@ -52,6 +57,12 @@ def _store(root: Path) -> StorageSettings:
     settings = mkSS(str(root))
     fsinit(settings, check_not_exist=True)
     return settings
+
+
+def _instantiate(stage: Callable[..., DRef], arg: Any, settings: StorageSettings) -> Plan:
+    """``instantiate(stage, arg, S=settings)``: the stage's DRef and the closure."""
+    plan: Plan = instantiate(stage, arg, S=settings)
+    return plan
 
 
 def _build_one(b: Build) -> None:
@@ -79,9 +90,9 @@ def _read_out(rref: RRef, settings: StorageSettings) -> str:
 def chain(root: Path, n: int) -> Metrics:
     """Workload 1: instantiate, first realize, then (fresh instantiate) cached realize."""
     settings = _store(root)
-    t_inst, closure = timed(lambda: instantiate(_chain, n, S=settings))
+    t_inst, closure = timed(lambda: _instantiate(_chain, n, settings))
     t_real, rref = timed(lambda: realize1(closure))
-    again = instantiate(_chain, n, S=settings)
+    again = _instantiate(_chain, n, settings)
     t_cached, rref2 = timed(lambda: realize1(again))
     assert rref2 == rref and _read_out(rref, settings) == str(n - 1)
     return {"instantiate": t_inst, "realize": t_real, "cached": t_cached}
@@ -102,13 +113,14 @@ def _fanin(n: int, r: Registry) -> DRef:
         mkdrv(mkconfig({"name": f"leaf{i}", "i": i}), match_some(), build_wrapper(_build_one), r)
         for i in range(n)
     ]
-    return mkdrv(mkconfig({"name": "root", "deps": leaves}), match_some(), build_wrapper(_build_sum), r)
+    root = mkconfig({"name": "root", "deps": leaves})
+    return mkdrv(root, match_some(), build_wrapper(_build_sum), r)
 
 
 def fanin(root: Path, n: int) -> Metrics:
     """Workload 2: ``n`` leaves and one stage reading all of them."""
     settings = _store(root)
-    t_inst, closure = timed(lambda: instantiate(_fanin, n, S=settings))
+    t_inst, closure = timed(lambda: _instantiate(_fanin, n, settings))
     t_real, rref = timed(lambda: realize1(closure))
     assert _read_out(rref, settings) == str(n * (n - 1) // 2)
     return {"instantiate": t_inst, "realize": t_real}
@@ -131,16 +143,16 @@ def _nondet(matcher: Any, r: Registry) -> DRef:
     return mkdrv(mkconfig({"name": "nondet"}), matcher, build_wrapper(_build_score), r)
 
 
-def _force_many(closure: Any, k: int) -> list[RRef]:
+def _force_many(closure: Plan, k: int) -> list[RRef]:
     return [realize1(closure, force_rebuild=True) for _ in range(k)]
 
 
 def nondet(root: Path, k: int) -> Metrics:
     """Workload 3: ``k`` forced realizations, then one realize picking the best score."""
     settings = _store(root)
-    closure = instantiate(_nondet, match_latest(), S=settings)
+    closure = _instantiate(_nondet, match_latest(), settings)
     t_forced, built = timed(lambda: _force_many(closure, k))
-    best_closure = instantiate(_nondet, match_some(1, key=_score_key), S=settings)
+    best_closure = _instantiate(_nondet, match_some(1, key=_score_key), settings)
     t_best, best = timed(lambda: realize1(best_closure))
     scores = [_score_key(settings, rref) for rref in set(built)]
     assert len(set(built)) == k and _score_key(settings, best) == max(s for s in scores if s)
@@ -161,7 +173,7 @@ def big(root: Path, nfiles: int, payload: bytes) -> Metrics:
     def _stage(r: Registry) -> DRef:
         return mkdrv(mkconfig({"name": "big"}), match_some(), build_wrapper(_build_big), r)
 
-    closure = instantiate(_stage, S=settings)
+    closure: Plan = instantiate(_stage, S=settings)
     t_real, rref = timed(lambda: realize1(closure))
     assert len(list(Path(rref2path(rref, settings)).glob("part*.bin"))) == nfiles
     return {"realize": t_real}

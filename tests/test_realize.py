@@ -4,7 +4,6 @@ and a property over random DAGs. Builds are counted in a log file outside the st
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
