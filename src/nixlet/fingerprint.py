@@ -29,6 +29,7 @@ from nixlet.errors import ConfigError
 _CONSTANT_TYPES = (str, int, float, bool, bytes, type(None), complex)
 _MAX_REPR = 4096
 _source_cache: dict[types.CodeType, str] = {}
+_names_cache: dict[types.CodeType, tuple[str, ...]] = {}
 
 
 def code_identity(fn: object, version: str | None = None) -> str:
@@ -133,7 +134,9 @@ def _is_value(value: object) -> bool:
 
 def _feed_used_names(h: Any, fn: types.FunctionType, seen: set[int], home: str | None) -> None:
     """Globals and closure cells the function reads, in a stable order."""
-    names = sorted(_global_names(fn.__code__))
+    names = _names_cache.get(fn.__code__)
+    if names is None:
+        names = _names_cache[fn.__code__] = tuple(sorted(_global_names(fn.__code__)))
     for name in names:
         if name in fn.__globals__:
             h.update(f"global:{name}".encode())
