@@ -68,9 +68,10 @@ def realize_steps(closure: Closure, force_rebuild: ForceRebuild = (), *, store: 
                 built = yield BuildStep(drv, context, context_bytes)
                 # Under the lock only this process publishes realizations of drv, so the
                 # store now holds exactly what it held plus what the build published.
-                before, existing = existing, sorted(set(existing).union(built))
+                before, known = existing, set(existing)
+                existing = existing + [r for r in dict.fromkeys(built) if r not in known]
                 picked = _match(drv, store, existing)
-                if picked is None and set(existing) <= set(before):
+                if picked is None and len(existing) == len(before):
                     raise MatcherError(
                         f"{matcher_name(drv.matcher)} still asks for more realizations of "
                         f"{drv.dref}, but its last build added nothing new (a deterministic "

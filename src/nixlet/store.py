@@ -23,6 +23,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -40,7 +41,7 @@ from nixlet import manifest as manifest_mod
 from nixlet.context import context_prefix, encode_context, realization_hash
 from nixlet.errors import BuildError, ConfigError, RefError, StoreError
 from nixlet.hashing import HASH_CHARS, canonical_json, record_hash
-from nixlet.types import Config, DRef, RRef, Store, mkconfig
+from nixlet.types import HASH_RE, Config, DRef, RRef, Store, mkconfig
 
 FORMAT = {
     "format": "nixlet-store",
@@ -60,6 +61,7 @@ REALIZATION_FORMAT = "nixlet/realization/v1"
 CANONICAL_MTIME = 1
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
+_HASH_RE = re.compile(HASH_RE)
 _default: Store | None = None
 _opened: dict[Path, Store] = {}
 _staging: dict[tuple[Path, int], tuple[Path, Any]] = {}
@@ -259,13 +261,23 @@ def read_manifest(store: Store, rref: RRef) -> bytes:
     return canonical_json(read_meta(store, rref)["manifest"])
 
 
+_build_times: dict[tuple[Path, RRef], tuple[float, float]] = {}
+
+
 def read_build_times(store: Store, rref: RRef) -> tuple[float, float]:
-    """(start, finish) of the build of a realization, as POSIX times."""
+    """(start, finish) of the build of a realization, as POSIX times. Cached: a published
+    realization never changes, and match_latest asks for every candidate on each call."""
+    key = (store.root, rref)
+    cached = _build_times.get(key)
+    if cached is not None:
+        return cached
     build = read_meta(store, rref)["build"]
     try:
-        return _parse_time(build["started"]), _parse_time(build["finished"])
+        times = _parse_time(build["started"]), _parse_time(build["finished"])
     except (ValueError, KeyError, TypeError) as e:
         raise StoreError(f"build record of {rref} is corrupted: {e}", rref=rref) from None
+    _build_times[key] = times
+    return times
 
 
 def _read_record(path: Path) -> bytes:
@@ -295,9 +307,9 @@ def list_rrefs(store: Store, dref: DRef, prefix: str = "") -> list[RRef]:
     except FileNotFoundError:
         return []
     return [
-        RRef(n, dref.dhash, dref.name)
+        RRef._trusted(n, dref.dhash, dref.name)
         for n in sorted(names)
-        if len(n) == HASH_CHARS and n.startswith(prefix) and "." not in n
+        if len(n) == HASH_CHARS and n.startswith(prefix) and _HASH_RE.fullmatch(n)
     ]
 
 
