@@ -2,12 +2,13 @@
 realizations built in its context, and build more where it asks.
 
 Deciding what to build (``realize_steps``, a generator) is separate from building it
-(``run_step``): ``realize`` drives the two in turn, and other drivers (a REPL that pauses
+(``run_steps``): ``realize`` drives the two in turn, and other drivers (a REPL that pauses
 before a build, an executor that builds elsewhere) can drive the same generator.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -40,47 +41,118 @@ class BuildStep:
         return self.derivation.dref
 
 
-Steps = Generator[BuildStep, list[RRef], dict[DRef, tuple[RRef, ...]]]
+@attrs.frozen
+class _Todo:
+    """A derivation whose matcher asked for builds, with what its candidates are."""
+
+    step: BuildStep
+    prefix: str
+
+
+#: Derivations built before one durable flush publishes them all; it also bounds the lock
+#: files a batch holds open (1000 independent leaves once took 1000 syncs, one each).
+BATCH = 256
+
+Steps = Generator[list[BuildStep], list[list[RRef]], dict[DRef, tuple[RRef, ...]]]
 
 
 def realize_steps(closure: Closure, force_rebuild: ForceRebuild = (), *, store: Store) -> Steps:
-    """Yield each build that the matchers ask for; receive the RRefs it published.
+    """Yield batches of builds that the matchers ask for; receive, for each step of a
+    batch, the RRefs its build published.
 
     Returns (as the generator's value) the realizations chosen for every derivation.
-    While a derivation's matcher asks for more, builds continue as long as each adds a new
-    realization. A build happens under the derivation's lock, and the matcher is asked
-    again once the lock is held: another process may have built it meanwhile.
+    The closure is walked level by level (a level: the derivations whose dependencies are
+    all chosen), so independent builds share one durable flush. While a derivation's
+    matcher asks for more, builds continue as long as each adds a new realization. A build
+    happens under the derivation's lock, and the matcher is asked again once the lock is
+    held: another process may have built it meanwhile.
     """
     forced = _forced(closure, force_rebuild)
     chosen: dict[DRef, tuple[RRef, ...]] = {}
-    for drv in closure.derivations:
-        context = {dep: chosen[dep] for dep in drv.config.deps}
-        context_bytes, prefix = store_mod.context_of(context)
-        if drv.dref not in forced:
-            picked = _match(drv, store, store_mod.list_rrefs(store, drv.dref, prefix))
+    for level in _levels(closure):
+        todo = []
+        for drv in level:
+            context = {dep: chosen[dep] for dep in drv.config.deps}
+            context_bytes, prefix = store_mod.context_of(context)
+            if drv.dref not in forced:
+                picked = _match(drv, store, store_mod.list_rrefs(store, drv.dref, prefix))
+                if picked is not None:
+                    chosen[drv.dref] = picked
+                    continue
+            todo.append(_Todo(BuildStep(drv, context, context_bytes), prefix))
+        for start in range(0, len(todo), BATCH):
+            yield from _build_batch(todo[start : start + BATCH], forced, store, chosen)
+    return chosen
+
+
+def _levels(closure: Closure) -> list[list[Derivation]]:
+    """The closure's derivations grouped by depth: each level depends only on earlier ones."""
+    depth: dict[DRef, int] = {}
+    levels: list[list[Derivation]] = []
+    for drv in closure.derivations:  # dependency order: deps already have their depth
+        d = 1 + max((depth[dep] for dep in drv.config.deps), default=-1)
+        depth[drv.dref] = d
+        if d == len(levels):
+            levels.append([])
+        levels[d].append(drv)
+    return levels
+
+
+def _build_batch(
+    batch: list[_Todo], forced: set[DRef], store: Store, chosen: dict[DRef, tuple[RRef, ...]]
+) -> Generator[list[BuildStep], list[list[RRef]], None]:
+    """Build what the batch needs under its locks. Derivations whose lock another process
+    holds are left for after, one at a time (waiting while holding other locks could
+    deadlock two processes that realize overlapping closures)."""
+    busy: list[_Todo] = []
+    with contextlib.ExitStack() as locks:
+        mine: list[_Todo] = []
+        for todo in batch:
+            held = locks.enter_context(store_mod.derivation_lock(store, todo.step.dref, wait=False))
+            (mine if held else busy).append(todo)
+        yield from _build_locked(mine, forced, store, chosen)
+    for todo in busy:
+        with store_mod.derivation_lock(store, todo.step.dref):
+            yield from _build_locked([todo], forced, store, chosen)
+
+
+def _build_locked(
+    batch: list[_Todo], forced: set[DRef], store: Store, chosen: dict[DRef, tuple[RRef, ...]]
+) -> Generator[list[BuildStep], list[list[RRef]], None]:
+    existing: dict[DRef, list[RRef]] = {}
+    want = []
+    for todo in batch:
+        drv = todo.step.derivation
+        existing[drv.dref] = store_mod.list_rrefs(store, drv.dref, todo.prefix)
+        picked = None if drv.dref in forced else _match(drv, store, existing[drv.dref])
+        if picked is None:
+            want.append(todo)
+        else:
+            chosen[drv.dref] = picked
+    while want:
+        results = yield [todo.step for todo in want]
+        still = []
+        for todo, built in zip(want, results, strict=True):
+            drv = todo.step.derivation
+            # Under the lock only this process publishes realizations of drv, so the
+            # store now holds exactly what it held plus what the build published.
+            before = existing[drv.dref]
+            known = set(before)
+            now = existing[drv.dref] = before + [r for r in dict.fromkeys(built) if r not in known]
+            picked = _match(drv, store, now)
             if picked is not None:
                 chosen[drv.dref] = picked
-                continue
-        with store_mod.derivation_lock(store, drv.dref):
-            existing = store_mod.list_rrefs(store, drv.dref, prefix)
-            picked = None if drv.dref in forced else _match(drv, store, existing)
-            while picked is None:
-                built = yield BuildStep(drv, context, context_bytes)
-                # Under the lock only this process publishes realizations of drv, so the
-                # store now holds exactly what it held plus what the build published.
-                before, known = existing, set(existing)
-                existing = existing + [r for r in dict.fromkeys(built) if r not in known]
-                picked = _match(drv, store, existing)
-                if picked is None and len(existing) == len(before):
-                    raise MatcherError(
-                        f"{matcher_name(drv.matcher)} still asks for more realizations of "
-                        f"{drv.dref}, but its last build added nothing new (a deterministic "
-                        "build gives the same RRef again); use a matcher it can satisfy",
-                        matcher=matcher_name(drv.matcher),
-                        dref=drv.dref,
-                    )
-        chosen[drv.dref] = picked
-    return chosen
+            elif len(now) == len(before):
+                raise MatcherError(
+                    f"{matcher_name(drv.matcher)} still asks for more realizations of "
+                    f"{drv.dref}, but its last build added nothing new (a deterministic "
+                    "build gives the same RRef again); use a matcher it can satisfy",
+                    matcher=matcher_name(drv.matcher),
+                    dref=drv.dref,
+                )
+            else:
+                still.append(todo)
+        want = still
 
 
 def _forced(closure: Closure, force_rebuild: ForceRebuild) -> set[DRef]:
@@ -110,18 +182,45 @@ def _match(drv: Derivation, store: Store, rrefs: list[RRef]) -> tuple[RRef, ...]
     return tuple(picked)
 
 
-def run_step(store: Store, step: BuildStep) -> list[RRef]:
-    """Run the realizer of one step and publish each output folder it returns.
+def run_steps(store: Store, steps: list[BuildStep]) -> list[list[RRef]]:
+    """Run the realizers of a batch and publish every output folder they return, with one
+    durable flush for the whole batch. Returns the RRefs of each step, in order.
 
     Raises:
-        BuildError: the realizer raised (nothing is published).
-        PromiseError: an output lacks a promised path (nothing is published).
+        BuildError: a realizer raised. The outputs of the steps before it are published
+            (they are complete); nothing of the failed build is.
+        PromiseError: an output lacks a promised path (nothing of that build is published).
     """
-    dref = step.dref
+    staged: list[store_mod.Staged] = []
+    counts: list[int] = []
+    failure: NixletError | None = None
+    for step in steps:
+        try:
+            items = _build(store, step)
+        except NixletError as e:
+            failure = e
+            break
+        staged.extend(items)
+        counts.append(len(items))
+    fresh = store_mod.publish_staged(store, staged)
+    for item, new in zip(staged, fresh, strict=True):
+        log.info("%s %s", "publish" if new else "exists", item.rref)
+    if failure is not None:
+        raise failure
+    results, start = [], 0
+    for n in counts:
+        results.append([item.rref for item in staged[start : start + n]])
+        start += n
+    return results
+
+
+def _build(store: Store, step: BuildStep) -> list[store_mod.Staged]:
+    """Run one realizer and stage its outputs."""
+    dref, drv = step.dref, step.derivation
     log.info("build %s", dref)
     started = time.time()
     try:
-        outdirs = [Path(p) for p in step.derivation.realizer(store, dref, step.context)]
+        outdirs = [Path(p) for p in drv.realizer(store, dref, step.context)]
     except NixletError:
         raise
     except Exception as e:
@@ -134,16 +233,12 @@ def run_step(store: Store, step: BuildStep) -> list[RRef]:
             f"realizer of {dref} returned no output folder", dref=dref, cause=None, staging=None
         )
     for out in outdirs:
-        _check_promises(step.derivation, out)
-    published = []
-    for out in outdirs:
-        drv = step.derivation
-        rref, new = store_mod.publish_realization(
-            store, (dref, drv.config, drv.code), step.context_bytes, out, started, finished
-        )
-        log.info("%s %s", "publish" if new else "exists", rref)
-        published.append(rref)
-    return published
+        _check_promises(drv, out)
+    record = (dref, drv.config, drv.code)
+    return [
+        store_mod.stage_realization(store, record, step.context_bytes, out, started, finished)
+        for out in outdirs
+    ]
 
 
 def _check_promises(drv: Derivation, out: Path) -> None:
@@ -173,16 +268,16 @@ def realize_many(
     steps = realize_steps(closure, force_rebuild, store=target)
     touched: set[Path] = set()
     try:
-        step = next(steps)
+        batch = next(steps)
         while True:
-            rrefs = run_step(target, step)
             # A first realization also adds its derivation's folder to the root.
-            touched.update((store_mod.dref_dir(target, step.dref), target.root))
-            step = steps.send(rrefs)
+            touched.update(store_mod.dref_dir(target, step.dref) for step in batch)
+            touched.add(target.root)
+            batch = steps.send(run_steps(target, batch))
     except StopIteration as stop:
         chosen: dict[DRef, tuple[RRef, ...]] = stop.value
     finally:
-        steps.close()  # releases a derivation lock held by a step that failed
+        steps.close()  # releases the derivation locks held by a batch that failed
         if touched:
             store_mod.flush(target, touched)
     return list(chosen[closure.result])

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import filelock
 
 from nixlet import manifest as manifest_mod
@@ -439,21 +440,27 @@ def remove_staging_garbage(store: Store) -> int:
 # ---------------------------------------------------------------- publishing
 
 
-def publish_realization(
+@attrs.frozen
+class Staged:
+    """A realization staged for publication: its object folder (``out/`` and ``meta.json``,
+    sealed) or ``None`` when the store already holds this RRef (a deterministic rebuild)."""
+
+    rref: RRef
+    derivation: tuple[DRef, Config, str]
+    obj: Path | None
+    relpaths: tuple[str, ...] = ()  # files and folders under obj, for the per-path fallback
+
+
+def stage_realization(
     store: Store,
     derivation: tuple[DRef, Config, str],
     context_bytes: bytes,
     outdir: Path,
     started: float,
     finished: float,
-) -> tuple[RRef, bool]:
-    """Publish the build output ``outdir`` (in staging) as a realization of a derivation,
-    given as ``(dref, config, code)``; the caller holds the derivation's lock.
-
-    A derivation enters the store with its first realization: its record is staged with
-    the object and both appear by one rename, so a build that fails leaves nothing. Returns
-    the RRef and whether it is new (a deterministic rebuild gives an existing RRef, and its
-    staging is discarded). The name is not durable until ``flush``.
+) -> Staged:
+    """Turn a build's output folder (in staging) into a sealed realization object, ready
+    for ``publish_staged``. ``derivation`` is ``(dref, config, code)``.
 
     Raises:
         BuildError: ``outdir`` is outside the staging area, or holds a special file.
@@ -475,49 +482,113 @@ def publish_realization(
         ) from None
     manifest_bytes = manifest.canonical()
     rref = RRef(realization_hash(context_bytes, manifest_bytes), dref.dhash, dref.name)
-    target = rref_dir(store, rref)
-    if target.exists():
+    if rref_dir(store, rref).exists():
         _remove_tree(outdir)
-        return rref, False
+        return Staged(rref, derivation, None)
     obj = _object_folder(store, outdir)
-    meta = _meta_record(context_bytes, manifest_bytes, started, finished)
-    _write_file(obj / META_FILE, meta, 0o444)
+    _write_file(
+        obj / META_FILE, _meta_record(context_bytes, manifest_bytes, started, finished), 0o444
+    )
     _seal(obj, manifest)
-    if has_derivation(store, dref):
-        _make_durable(store, _object_paths(obj, manifest))
-        published = _rename_new(obj, target)
+    relpaths = tuple(f"{OUT}/{e.path}" for e in manifest.entries if e.kind != "symlink")
+    return Staged(rref, derivation, obj, (*relpaths, META_FILE, OUT, "."))
+
+
+def publish_staged(store: Store, staged: Sequence[Staged]) -> list[bool]:
+    """Publish staged realizations as one batch: one durable flush for all of them, then one
+    rename each. The caller holds their derivations' locks.
+
+    A derivation enters the store with its first realization: its record is staged beside
+    the batch's objects of that derivation and the whole folder appears by one rename, so
+    a build that fails leaves nothing. Returns, for each item, whether it added a new
+    realization. Names are not durable until ``flush``.
+    """
+    fresh = [False] * len(staged)
+    moves: list[_Move] = []
+    records: dict[DRef, int] = {}
+    seen: set[RRef] = set()
+    for i, item in enumerate(staged):
+        if item.obj is None:
+            continue
+        dref = item.derivation[0]
+        if item.rref in seen or rref_dir(store, item.rref).exists():
+            _remove_tree(item.obj)  # built twice in this batch: same name, same bytes
+            continue
+        seen.add(item.rref)
+        if has_derivation(store, dref):
+            moves.append(_Move(item.obj, rref_dir(store, item.rref), [i], record=False))
+            continue
+        if dref not in records:
+            records[dref] = len(moves)
+            folder = _stage_record(store, item.derivation)
+            moves.append(_Move(folder, dref_dir(store, dref), [], record=True))
+        move = moves[records[dref]]
+        os.rename(item.obj, move.folder / item.rref.rhash)
+        move.held.append(i)
+    _make_durable(store, _batch_paths(staged, moves))
+    for move in moves:
+        for i in _publish_folder(store, staged, move):
+            fresh[i] = True
+    return fresh
+
+
+@attrs.frozen
+class _Move:
+    """One rename of a batch: a staged object to its RRef's folder, or a staged derivation
+    folder (record and objects) to its DRef's folder."""
+
+    folder: Path
+    name: Path
+    held: list[int]  # indexes of the staged items it publishes
+    record: bool
+
+
+def _publish_folder(store: Store, staged: Sequence[Staged], move: _Move) -> list[int]:
+    """Rename one staged folder (an object, or a record holding objects) into place and
+    make its realization folders read-only; return the items it published."""
+    folder, held = move.folder, move.held
+    if _rename_new(folder, move.name):
+        published = held
+    elif move.record:
+        # The derivation was recorded meanwhile (same name, same bytes): publish the
+        # objects into it one by one, and drop the staged record.
+        published = [
+            i
+            for i in held
+            if _rename_new(folder / staged[i].rref.rhash, rref_dir(store, staged[i].rref))
+        ]
+        _remove_tree(folder)
     else:
-        record = _stage_record(store, derivation, obj, rref)
-        _make_durable(
-            store, [*_object_paths(record / rref.rhash, manifest), *_record_paths(record)]
-        )
-        published = _rename_new(record, dref_dir(store, dref))
-        if not published:
-            # The derivation was recorded meanwhile (same name, same bytes): publish the
-            # object into it, and drop the staged record.
-            obj = record / rref.rhash
-            published = _rename_new(obj, target)
-            _remove_tree(record)
-    if not published:
-        _remove_tree(obj)
-        return rref, False
-    # The top folder stays writable until it is in place: moving a folder to a new parent
-    # needs write access to it (its '..' entry changes).
-    os.chmod(target, 0o555)
-    return rref, True
+        _remove_tree(folder)
+        published = []
+    # A realization folder stays writable until it is in place: moving a folder to a new
+    # parent needs write access to it (its '..' entry changes).
+    for i in published:
+        os.chmod(rref_dir(store, staged[i].rref), 0o555)
+    return published
 
 
-def _stage_record(
-    store: Store, derivation: tuple[DRef, Config, str], obj: Path, rref: RRef
-) -> Path:
-    """Stage a derivation folder (its record, and ``obj`` as its first realization)."""
+def _batch_paths(staged: Sequence[Staged], moves: list[_Move]) -> Iterator[Path]:
+    """Every file and folder of a batch, where it is staged now (for the per-path fallback
+    of ``_make_durable``; syncfs does not look at them)."""
+    for move in moves:
+        if move.record:
+            yield from _record_paths(move.folder)
+            for i in move.held:
+                obj = move.folder / staged[i].rref.rhash
+                yield from (obj / rel for rel in staged[i].relpaths)
+        else:
+            yield from (move.folder / rel for rel in staged[move.held[0]].relpaths)
+
+
+def _stage_record(store: Store, derivation: tuple[DRef, Config, str]) -> Path:
+    """Stage a derivation folder holding its record (its objects are moved in after)."""
     _, config, code = derivation
     folder = new_staging(store, "drv")
     _write_file(folder / CONFIG_FILE, config.canonical, 0o444)
     _write_file(folder / CODE_FILE, code.encode("utf-8"), 0o444)
     # mkdtemp made it 0700; a store may be shared by a group (and rsync copies modes).
     os.chmod(folder, 0o755)
-    os.rename(obj, folder / rref.rhash)
     return folder
 
 
@@ -593,12 +664,6 @@ def _write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.utime(path, (CANONICAL_MTIME, CANONICAL_MTIME))
 
 
-def _object_paths(obj: Path, manifest: manifest_mod.Manifest) -> list[Path]:
-    out = obj / OUT
-    paths = [out / e.path for e in manifest.entries if e.kind != "symlink"]
-    return [*paths, obj / META_FILE, out, obj]
-
-
 def _seal(obj: Path, manifest: manifest_mod.Manifest) -> None:
     """Make a staged object read-only and canonical before it is published."""
     out = obj / OUT
@@ -634,8 +699,9 @@ def _open_lock(store: Store, dref: DRef) -> int:
 
 
 @contextmanager
-def derivation_lock(store: Store, dref: DRef) -> Iterator[None]:
-    """Hold the build lock of one derivation.
+def derivation_lock(store: Store, dref: DRef, *, wait: bool = True) -> Iterator[bool]:
+    """Hold the build lock of one derivation; yields whether it is held (always, when
+    ``wait``; without waiting, False if another process holds it).
 
     A plain ``flock``: the kernel releases it when the holder dies, so a crashed builder
     never blocks the others for good. It is taken for every build, where filelock's
@@ -645,8 +711,12 @@ def derivation_lock(store: Store, dref: DRef) -> Iterator[None]:
     """
     fd = _open_lock(store, dref)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)  # closing the last descriptor releases the flock
 
