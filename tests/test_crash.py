@@ -53,6 +53,8 @@ class Reference:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """Three clean realizes of the crash pipeline in new stores: they agree, and give the
+    objects and the duration a crashed store is compared with."""
     base = tmp_path_factory.mktemp("reference")
     outs = [run({"store": str(base / f"store{i}"), "stage": "crash"}) for i in range(3)]
     assert len({o["rrefs"][0] for o in outs}) == 1, "the crash pipeline is deterministic"
@@ -65,6 +67,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
 
 @pytest.fixture(scope="module")
 def holder() -> Iterator[Holder]:
+    """A live process that holds a staging folder in each store of this module."""
     h = Holder()
     yield h
     h.close()
@@ -121,24 +124,27 @@ def _kill_after(store: Path, delay: float) -> tuple[int, bool]:
     return proc.pid, alive
 
 
-# Where a realize of the 4-stage crash pipeline in a fresh store calls the wrapped function,
-# and how many derivation records and realizations are then published. Order of calls:
-# instantiate stages 4 records, ``_make_durable`` #1, ``_rename_new`` #1-4, ``flush`` #1
-# (``_make_durable`` #2); then for each stage k (files, many, big, summary): build,
-# ``_seal`` #k, ``_make_durable`` #(2+k), ``_rename_new`` #(4+k), chmod; last ``flush`` #2.
+# Where a realize of the crash pipeline in a fresh store calls the wrapped function, and how
+# many derivations and realizations are then published. Realize goes level by level: level
+# 0 builds files, many and big (``_seal`` #1-3 as each is staged), then publishes them as a
+# batch: one ``_make_durable`` (#1), then one ``_rename_new`` each (#1-3: each derivation's
+# folder, its record and first realization inside, appears by one rename), then a chmod of
+# each realization folder; level 1 does the same for summary (``_seal`` #4,
+# ``_make_durable`` #2, ``_rename_new`` #4); last, ``flush`` #1 makes the names durable.
+# Instantiate writes nothing.
 KILL_POINTS = {
-    "records-staged-not-durable": ("_make_durable:before:1", 0, 0),
-    "half-the-records-renamed": ("_rename_new:after:2", 2, 0),
-    "records-renamed-not-flushed": ("flush:before:1", 4, 0),
-    "mid-write-several-files": ("build:files", 4, 0),
-    "mid-write-many-files": ("build:many", 4, 1),
-    "mid-write-big-file": ("build:big", 4, 2),
-    "mid-write-summary": ("build:summary", 4, 3),
-    "sealed-not-durable": ("_seal:after:2", 4, 1),
-    "durable-not-renamed": ("_make_durable:after:5", 4, 2),
-    "just-before-rename": ("_rename_new:before:8", 4, 3),
-    "just-after-rename": ("_rename_new:after:8", 4, 4),
-    "published-not-flushed": ("flush:before:2", 4, 4),
+    "mid-write-several-files": ("build:files", 0, 0),
+    "mid-write-many-files": ("build:many", 0, 0),
+    "mid-write-big-file": ("build:big", 0, 0),
+    "batch-sealed-not-durable": ("_seal:after:3", 0, 0),
+    "batch-durable-not-renamed": ("_make_durable:after:1", 0, 0),
+    "first-of-batch-renamed": ("_rename_new:after:1", 1, 1),
+    "two-of-batch-renamed": ("_rename_new:after:2", 2, 2),
+    "mid-write-summary": ("build:summary", 3, 3),
+    "sealed-not-durable": ("_seal:after:4", 3, 3),
+    "just-before-rename": ("_rename_new:before:4", 3, 3),
+    "just-after-rename": ("_rename_new:after:4", 4, 4),
+    "published-not-flushed": ("flush:before:1", 4, 4),
 }
 
 

@@ -18,6 +18,7 @@ Only this module renames, removes, changes modes or takes locks.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -114,6 +115,7 @@ def _write_format(root: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.chmod(tmp, 0o444)
+    os.utime(tmp, (CANONICAL_MTIME, CANONICAL_MTIME))  # rsync then leaves it alone
     # A concurrent initializer may win the race; both wrote the same bytes.
     os.replace(tmp, root / "format")
     _fsync_path(root)
@@ -710,6 +712,7 @@ def derivation_lock(store: Store, dref: DRef, *, wait: bool = True) -> Iterator[
     file is never deleted: deleting it would let two processes lock two different inodes.
     """
     fd = _open_lock(store, dref)
+    _held_locks.add(fd)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -718,7 +721,28 @@ def derivation_lock(store: Store, dref: DRef, *, wait: bool = True) -> Iterator[
             return
         yield True
     finally:
-        os.close(fd)  # closing the last descriptor releases the flock
+        # Closing the last descriptor of the open file releases the flock. A forked child
+        # closed its copy at fork (below), so only this process's is left.
+        if fd in _held_locks:
+            _held_locks.discard(fd)
+            os.close(fd)
+
+
+#: Descriptors of the derivation locks this process holds.
+_held_locks: set[int] = set()
+
+
+def _drop_locks_in_child() -> None:
+    """A flock belongs to the open file, which fork shares: a helper process forked by a
+    build (a data loader, multiprocessing) would keep the derivation locked after the
+    builder died. The child closes its copies at once."""
+    for fd in _held_locks:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_locks.clear()
+
+
+os.register_at_fork(after_in_child=_drop_locks_in_child)
 
 
 def remove_ref(store: Store, ref: DRef | RRef) -> None:
