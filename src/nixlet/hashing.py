@@ -22,6 +22,7 @@ import xxhash
 DIGEST_BYTES = 20
 HASH_CHARS = 32
 CHUNK = 1 << 20
+SMALL = 1 << 16
 
 
 # One encoder for the process: json.dumps with options builds a new one on every call.
@@ -67,9 +68,18 @@ def record_hash(tag: str, *parts: bytes) -> str:
     return b32(record_digest(tag, *parts)[:DIGEST_BYTES])
 
 
-def file_hash(path: str | os.PathLike[str]) -> str:
+def file_hash(path: str | os.PathLike[str], size: int | None = None) -> str:
     """xxh3-128 of a file's bytes, in hex, streamed in 1 MiB chunks (never the whole file
-    in memory)."""
+    in memory). ``size``, when the caller knows it, lets a small file be read in one
+    system call."""
+    if size is not None and size < SMALL:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            data = os.read(fd, SMALL)
+            if len(data) < SMALL:  # the whole file: it did not grow meanwhile
+                return xxhash.xxh3_128_hexdigest(data)
+        finally:
+            os.close(fd)
     h = xxhash.xxh3_128()
     buf = bytearray(CHUNK)
     view = memoryview(buf)

@@ -93,7 +93,8 @@ def _scan_dir(folder: str, prefix: str, entries: list[Entry]) -> None:
             _scan_dir(item.path, rel + "/", entries)
         elif stat.S_ISREG(mode):
             executable = bool(mode & stat.S_IXUSR)
-            entries.append(Entry(rel, "file", st.st_size, executable, file_hash(item.path)))
+            digest = file_hash(item.path, st.st_size)
+            entries.append(Entry(rel, "file", st.st_size, executable, digest))
         else:
             raise UnsupportedEntry(f"{item.path}: only files, folders and symlinks can be outputs")
 

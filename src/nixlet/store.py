@@ -22,6 +22,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import itertools
 import json
 import os
 import re
@@ -198,7 +199,7 @@ def rref_out(store: Store, rref: RRef) -> Path:
 
 def has_derivation(store: Store, dref: DRef) -> bool:
     """Whether the derivation record is published."""
-    return os.path.exists(dref_dir(store, dref) / CODE_FILE)
+    return os.path.exists(os.path.join(store.root, f"{dref.dhash}-{dref.name}", CODE_FILE))
 
 
 _configs: dict[tuple[Path, DRef], Config] = {}
@@ -400,7 +401,18 @@ def staging_root(store: Store) -> Path:
 
 def new_staging(store: Store, label: str) -> Path:
     """A fresh, empty, writable folder in this process's staging area."""
-    return Path(tempfile.mkdtemp(prefix=f"{label}.", dir=staging_root(store)))
+    return Path(_new_staging(store, label))
+
+
+def _new_staging(store: Store, label: str) -> str:
+    # The staging root belongs to this process alone, so a counter names folders uniquely
+    # (mkdtemp's random names and retries cost a third of a small build's bookkeeping).
+    path = os.path.join(staging_root(store), f"{label}.{next(_staging_counter)}")
+    os.mkdir(path, 0o700)
+    return path
+
+
+_staging_counter = itertools.count()
 
 
 def is_staging(store: Store, path: Path) -> bool:
@@ -449,7 +461,7 @@ class Staged:
 
     rref: RRef
     derivation: tuple[DRef, Config, str]
-    obj: Path | None
+    obj: str | None
     relpaths: tuple[str, ...] = ()  # files and folders under obj, for the per-path fallback
 
 
@@ -484,13 +496,12 @@ def stage_realization(
         ) from None
     manifest_bytes = manifest.canonical()
     rref = RRef(realization_hash(context_bytes, manifest_bytes), dref.dhash, dref.name)
-    if rref_dir(store, rref).exists():
+    if os.path.exists(_rref_dir(store, rref)):
         _remove_tree(outdir)
         return Staged(rref, derivation, None)
-    obj = _object_folder(store, outdir)
-    _write_file(
-        obj / META_FILE, _meta_record(context_bytes, manifest_bytes, started, finished), 0o444
-    )
+    obj = _object_folder(store, os.fspath(outdir))
+    meta = _meta_record(context_bytes, manifest_bytes, started, finished)
+    _write_file(os.path.join(obj, META_FILE), meta, 0o444)
     _seal(obj, manifest)
     relpaths = tuple(f"{OUT}/{e.path}" for e in manifest.entries if e.kind != "symlink")
     return Staged(rref, derivation, obj, (*relpaths, META_FILE, OUT, "."))
@@ -513,19 +524,20 @@ def publish_staged(store: Store, staged: Sequence[Staged]) -> list[bool]:
         if item.obj is None:
             continue
         dref = item.derivation[0]
-        if item.rref in seen or rref_dir(store, item.rref).exists():
+        if item.rref in seen or os.path.exists(_rref_dir(store, item.rref)):
             _remove_tree(item.obj)  # built twice in this batch: same name, same bytes
             continue
         seen.add(item.rref)
         if has_derivation(store, dref):
-            moves.append(_Move(item.obj, rref_dir(store, item.rref), [i], record=False))
+            moves.append(_Move(item.obj, _rref_dir(store, item.rref), [i], record=False))
             continue
         if dref not in records:
             records[dref] = len(moves)
             folder = _stage_record(store, item.derivation)
-            moves.append(_Move(folder, dref_dir(store, dref), [], record=True))
+            dest = os.path.join(store.root, f"{dref.dhash}-{dref.name}")
+            moves.append(_Move(folder, dest, [], record=True))
         move = moves[records[dref]]
-        os.rename(item.obj, move.folder / item.rref.rhash)
+        os.rename(item.obj, os.path.join(move.folder, item.rref.rhash))
         move.held.append(i)
     _make_durable(store, _batch_paths(staged, moves))
     for move in moves:
@@ -539,8 +551,8 @@ class _Move:
     """One rename of a batch: a staged object to its RRef's folder, or a staged derivation
     folder (record and objects) to its DRef's folder."""
 
-    folder: Path
-    name: Path
+    folder: str
+    name: str
     held: list[int]  # indexes of the staged items it publishes
     record: bool
 
@@ -557,7 +569,9 @@ def _publish_folder(store: Store, staged: Sequence[Staged], move: _Move) -> list
         published = [
             i
             for i in held
-            if _rename_new(folder / staged[i].rref.rhash, rref_dir(store, staged[i].rref))
+            if _rename_new(
+                os.path.join(folder, staged[i].rref.rhash), _rref_dir(store, staged[i].rref)
+            )
         ]
         _remove_tree(folder)
     else:
@@ -566,7 +580,7 @@ def _publish_folder(store: Store, staged: Sequence[Staged], move: _Move) -> list
     # A realization folder stays writable until it is in place: moving a folder to a new
     # parent needs write access to it (its '..' entry changes).
     for i in published:
-        os.chmod(rref_dir(store, staged[i].rref), 0o555)
+        os.chmod(_rref_dir(store, staged[i].rref), 0o555)
     return published
 
 
@@ -577,40 +591,44 @@ def _batch_paths(staged: Sequence[Staged], moves: list[_Move]) -> Iterator[Path]
         if move.record:
             yield from _record_paths(move.folder)
             for i in move.held:
-                obj = move.folder / staged[i].rref.rhash
+                obj = Path(move.folder, staged[i].rref.rhash)
                 yield from (obj / rel for rel in staged[i].relpaths)
         else:
-            yield from (move.folder / rel for rel in staged[move.held[0]].relpaths)
+            yield from (Path(move.folder, rel) for rel in staged[move.held[0]].relpaths)
 
 
-def _stage_record(store: Store, derivation: tuple[DRef, Config, str]) -> Path:
+def _stage_record(store: Store, derivation: tuple[DRef, Config, str]) -> str:
     """Stage a derivation folder holding its record (its objects are moved in after)."""
     _, config, code = derivation
-    folder = new_staging(store, "drv")
-    _write_file(folder / CONFIG_FILE, config.canonical, 0o444)
-    _write_file(folder / CODE_FILE, code.encode("utf-8"), 0o444)
+    folder = _new_staging(store, "drv")
+    _write_file(os.path.join(folder, CONFIG_FILE), config.canonical, 0o444)
+    _write_file(os.path.join(folder, CODE_FILE), code.encode("utf-8"), 0o444)
     # mkdtemp made it 0700; a store may be shared by a group (and rsync copies modes).
     os.chmod(folder, 0o755)
     return folder
 
 
-def _record_paths(folder: Path) -> list[Path]:
-    return [folder / CONFIG_FILE, folder / CODE_FILE, folder]
+def _record_paths(folder: str) -> list[Path]:
+    return [Path(folder, CONFIG_FILE), Path(folder, CODE_FILE), Path(folder)]
 
 
-def _object_folder(store: Store, outdir: Path) -> Path:
+def _object_folder(store: Store, outdir: str) -> str:
     """The staging folder that becomes the realization object, with ``outdir`` as its
     ``out/``. build_wrapper already builds into ``<staging>/out`` alone in its folder, so
     that folder is used as it is (saving a mkdir and a rename per build)."""
-    parent = outdir.parent
-    if outdir.name == OUT and os.listdir(parent) == [OUT]:
+    parent, name = os.path.split(outdir.rstrip(os.sep))
+    if name == OUT and os.listdir(parent) == [OUT]:
         return parent
-    obj = new_staging(store, "rref")
-    os.rename(outdir, obj / OUT)
+    obj = _new_staging(store, "rref")
+    os.rename(outdir, os.path.join(obj, OUT))
     return obj
 
 
-def _rename_new(src: Path, dst: Path) -> bool:
+def _rref_dir(store: Store, rref: RRef) -> str:
+    return os.path.join(store.root, f"{rref.dhash}-{rref.name}", rref.rhash)
+
+
+def _rename_new(src: str | Path, dst: str | Path) -> bool:
     """Rename ``src`` to ``dst`` unless ``dst`` exists; False if it did."""
     try:
         os.rename(src, dst)
@@ -656,34 +674,32 @@ def _parse_time(text: str) -> float:
     return calendar.timegm(time.strptime(base, _TIME_FORMAT)) + int(frac) / 1e6
 
 
-def _write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+def _write_file(path: str | Path, data: bytes, mode: int = 0o644) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.write(fd, data)
+        if mode == 0o444:
+            os.utime(fd, (CANONICAL_MTIME, CANONICAL_MTIME))
     finally:
         os.close(fd)
-    if mode == 0o444:
-        os.utime(path, (CANONICAL_MTIME, CANONICAL_MTIME))
 
 
-def _seal(obj: Path, manifest: manifest_mod.Manifest) -> None:
+def _seal(obj: str, manifest: manifest_mod.Manifest) -> None:
     """Make a staged object read-only and canonical before it is published."""
-    out = obj / OUT
+    out = os.path.join(obj, OUT)
+    canonical = (CANONICAL_MTIME, CANONICAL_MTIME)
     for e in manifest.entries:
+        path = os.path.join(out, e.path)
         if e.kind == "file":
-            _seal_file(out / e.path, 0o555 if e.executable else 0o444)
+            os.chmod(path, 0o555 if e.executable else 0o444)
+            os.utime(path, canonical)
         elif e.kind == "symlink":
-            os.utime(out / e.path, (CANONICAL_MTIME, CANONICAL_MTIME), follow_symlinks=False)
+            os.utime(path, canonical, follow_symlinks=False)
     # Children before parents: a read-only folder cannot have its entries changed.
     for e in reversed(manifest.entries):
         if e.kind == "dir":
-            os.chmod(out / e.path, 0o555)
+            os.chmod(os.path.join(out, e.path), 0o555)
     os.chmod(out, 0o555)
-
-
-def _seal_file(path: Path, mode: int) -> None:
-    os.chmod(path, mode)
-    os.utime(path, (CANONICAL_MTIME, CANONICAL_MTIME))
 
 
 # ---------------------------------------------------------------- locks and removal
@@ -781,7 +797,7 @@ def make_writable(path: str | os.PathLike[str]) -> None:
                 os.chmod(full, stat.S_IMODE(os.lstat(full).st_mode) | stat.S_IWUSR)
 
 
-def _remove_tree(path: Path) -> None:
+def _remove_tree(path: str | Path) -> None:
     with _suppress_missing():
         if os.path.isdir(path) and not os.path.islink(path):
             make_writable(path)
