@@ -220,85 +220,80 @@ def mkconfig(d: Config | Mapping[str, Any]) -> Config:
         return d
     if not isinstance(d, Mapping):
         raise ConfigError(f"a config must be a dict, not {type(d).__name__}")
-    deps: dict[DRef, None] = {}
-    promises: list[tuple[str, ...]] = []
+    walk = _ConfigWalk()
     try:
-        plain = _plain(d, "config", deps, promises, set())
+        plain = walk.plain(d, "config")
     except RecursionError:
         raise ConfigError("config is nested too deeply to be stored as JSON") from None
     name = check_name(plain.get("name", DEFAULT_NAME))
     try:
         canonical = canonical_json(plain)
-    except ValueError as e:  # unreachable after _plain; kept as the last line of defence
+    except ValueError as e:  # unreachable after the walk; kept as the last line of defence
         raise ConfigError(f"config is not canonical JSON: {e}") from None
-    return Config(canonical, name, tuple(deps), tuple(promises))
+    return Config(canonical, name, tuple(walk.deps), tuple(walk.promises))
 
 
-def _plain(
-    value: Any,
-    where: str,
-    deps: dict[DRef, None],
-    promises: list[tuple[str, ...]],
-    active: set[int],
-) -> Any:
-    """Validate one value and return its plain JSON form, collecting deps and promises.
-    ``active`` holds the containers being walked, to refuse a circular config."""
-    t = type(value)
-    if t is str:
-        if value.startswith("dref:") and is_dref(value):
-            deps[DRef.parse(value)] = None
-        elif value.startswith("rref:") and is_rref(value):
-            raise ConfigError(
-                f"{where}: a realization reference {value!r} cannot be part of a config; "
-                "refer to its derivation and choose the realization with match_exact",
-                where=where,
-            )
-        return value
-    if t is bool or t is int or value is None:
-        return value
-    if t is float:
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ConfigError(f"{where}: {value!r} is not a finite number", where=where)
-        return value
-    if t is DRef:
-        deps[value] = None
-        return str(value)
-    if value is promise:
-        return PROMISE_TAG
-    if t is list or t is dict or isinstance(value, Mapping):
-        if id(value) in active:
-            raise ConfigError(f"{where}: the config contains itself (a cycle)", where=where)
-        active.add(id(value))
-        try:
-            return _plain_container(value, where, deps, promises, active)
-        finally:
-            active.discard(id(value))
-    hint = " (use a list)" if t is tuple else ""
-    raise ConfigError(
-        f"{where}: {t.__name__} value {value!r} is not JSON-able{hint}; "
-        "use str, int, float, bool, None, list or dict",
-        where=where,
-    )
+@attrs.define
+class _ConfigWalk:
+    """One validation of a config: what it found so far, and the containers being walked
+    (to refuse a circular config)."""
 
+    deps: dict[DRef, None] = attrs.field(factory=dict)
+    promises: list[tuple[str, ...]] = attrs.field(factory=list)
+    active: set[int] = attrs.field(factory=set)
 
-def _plain_container(
-    value: Any,
-    where: str,
-    deps: dict[DRef, None],
-    promises: list[tuple[str, ...]],
-    active: set[int],
-) -> Any:
-    if type(value) is list:
-        items = [_plain(v, f"{where}[{i}]", deps, promises, active) for i, v in enumerate(value)]
-        if items and items[0] == PROMISE_TAG:
-            promises.append(_promise_path(items, where))
-        return items
-    out = {}
-    for k, v in value.items():
-        if type(k) is not str:
-            raise ConfigError(f"{where}: key {k!r} is not a str", where=where)
-        out[k] = _plain(v, f"{where}[{k!r}]", deps, promises, active)
-    return out
+    def plain(self, value: Any, where: str) -> Any:
+        """Validate one value and return its plain JSON form, collecting deps and promises."""
+        t = type(value)
+        if t is str:
+            if value.startswith("dref:") and is_dref(value):
+                self.deps[DRef.parse(value)] = None
+            elif value.startswith("rref:") and is_rref(value):
+                raise ConfigError(
+                    f"{where}: a realization reference {value!r} cannot be part of a config; "
+                    "refer to its derivation and choose the realization with match_exact",
+                    where=where,
+                )
+            return value
+        if t is bool or t is int or value is None:
+            return value
+        if t is float:
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ConfigError(f"{where}: {value!r} is not a finite number", where=where)
+            return value
+        if t is DRef:
+            self.deps[value] = None
+            return str(value)
+        if value is promise:
+            return PROMISE_TAG
+        if t is list or t is dict or isinstance(value, Mapping):
+            if id(value) in self.active:
+                raise ConfigError(f"{where}: the config contains itself (a cycle)", where=where)
+            self.active.add(id(value))
+            try:
+                return self.container(value, where)
+            finally:
+                self.active.discard(id(value))
+        hint = " (use a list)" if t is tuple else ""
+        raise ConfigError(
+            f"{where}: {t.__name__} value {value!r} is not JSON-able{hint}; "
+            "use str, int, float, bool, None, list or dict",
+            where=where,
+        )
+
+    def container(self, value: Any, where: str) -> Any:
+        """A list (noting a promise at its head) or a dict with str keys."""
+        if type(value) is list:
+            items = [self.plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            if items and items[0] == PROMISE_TAG:
+                self.promises.append(_promise_path(items, where))
+            return items
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise ConfigError(f"{where}: key {k!r} is not a str", where=where)
+            out[k] = self.plain(v, f"{where}[{k!r}]")
+        return out
 
 
 def _promise_path(items: list[Any], where: str) -> tuple[str, ...]:
