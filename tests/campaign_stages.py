@@ -56,6 +56,7 @@ from typing import Any
 import attrs
 
 import nixlet as nx
+from nixlet import layout
 from nixlet import manifest as manifest_mod
 from nixlet import store as store_mod
 from nixlet.context import realization_hash
@@ -528,7 +529,7 @@ def builds_per_dref(path: Path) -> Counter[str]:
 def lock_file(store: Path, dref: nx.DRef | str) -> Path:
     """The build lock file of a derivation."""
     d = nx.DRef.parse(dref)
-    return store / store_mod.LOCKS / f"{d.dhash}-{d.name}.lock"
+    return store / layout.LOCKS / f"{d.dhash}-{d.name}.lock"
 
 
 def flock_pids(path: Path) -> tuple[set[int], set[int]]:
@@ -588,7 +589,7 @@ def staging_pid(path: Path) -> int:
 
 def staging_folders(store: Path, pid: int) -> set[Path]:
     """The staging folders of process ``pid`` in ``store``."""
-    tmp = store / store_mod.TMP
+    tmp = store / layout.TMP
     return {p for p in tmp.iterdir() if p.is_dir() and staging_pid(p) == pid}
 
 
@@ -604,9 +605,9 @@ def verify_realization(store: nx.Store, rref: nx.RRef) -> None:
     read-only. (The realization's own folder is left out of the last check: it can only
     become read-only after the rename that publishes it, since moving a folder to another
     parent needs write access to it, so a kill between the two leaves it writable.)"""
-    meta = store_mod.read_meta(store, rref)
+    meta = layout.read_meta(store, rref)
     recorded = manifest_mod.parse(canonical_json(meta["manifest"]))
-    out = store_mod.rref_out(store, rref)
+    out = layout.rref_out(store, rref)
     actual = manifest_mod.scan(out)
     want = {e.path: e for e in recorded.entries}
     got = {e.path: e for e in actual.entries}
@@ -617,8 +618,8 @@ def verify_realization(store: nx.Store, rref: nx.RRef) -> None:
     assert realization_hash(context, actual.canonical()) == rref.rhash, f"{rref}: hash mismatch"
     for dep_rrefs in nx.rrefctx(rref, store=store).values():
         for dep in dep_rrefs:
-            assert store_mod.rref_dir(store, dep).is_dir(), f"{rref}: its input {dep} is missing"
-    meta_mode = os.lstat(store_mod.rref_dir(store, rref) / store_mod.META_FILE).st_mode
+            assert layout.rref_dir(store, dep).is_dir(), f"{rref}: its input {dep} is missing"
+    meta_mode = os.lstat(layout.rref_dir(store, rref) / layout.META_FILE).st_mode
     assert not _writable(meta_mode), f"{rref}: meta.json is writable"
     for folder, dirs, files in os.walk(out):
         assert not _writable(os.lstat(folder).st_mode), f"{rref}: {folder} is writable"
@@ -648,18 +649,18 @@ def verify_store(root: Path) -> StoreState:
     or temporary is visible as a ref); each realization passes ``verify_realization``."""
     store = store_mod.open_store(root)
     drefs = set(nx.alldrefs(store=store))
-    names = set(os.listdir(root)) - {"format", store_mod.TMP, store_mod.LOCKS}
+    names = set(os.listdir(root)) - {"format", layout.TMP, layout.LOCKS}
     assert names == {f"{d.dhash}-{d.name}" for d in drefs}, f"stray names in {root}: {names}"
     rrefs: set[nx.RRef] = set()
     for dref in drefs:
-        folder = store_mod.dref_dir(store, dref)
-        config = nx.mkconfig(json.loads((folder / store_mod.CONFIG_FILE).read_bytes()))
-        code = (folder / store_mod.CODE_FILE).read_text()
-        assert store_mod.derivation_hash(config, code) == dref.dhash, f"{dref}: bad record"
-        for record in (store_mod.CONFIG_FILE, store_mod.CODE_FILE):
+        folder = layout.dref_dir(store, dref)
+        config = nx.mkconfig(json.loads((folder / layout.CONFIG_FILE).read_bytes()))
+        code = (folder / layout.CODE_FILE).read_text()
+        assert layout.derivation_hash(config, code) == dref.dhash, f"{dref}: bad record"
+        for record in (layout.CONFIG_FILE, layout.CODE_FILE):
             assert not _writable(os.lstat(folder / record).st_mode), f"{dref}: {record} writable"
         found = nx.drefrrefs(dref, store=store)
-        extra = set(os.listdir(folder)) - {store_mod.CONFIG_FILE, store_mod.CODE_FILE}
+        extra = set(os.listdir(folder)) - {layout.CONFIG_FILE, layout.CODE_FILE}
         assert extra == {r.rhash for r in found}, f"{dref}: stray names {extra}"
         assert all(len(r.rhash) == HASH_CHARS for r in found)
         rrefs.update(found)

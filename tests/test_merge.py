@@ -41,6 +41,7 @@ from campaign_stages import (
     verify_store,
 )
 from conftest import campaign_scale
+from nixlet import layout
 from nixlet import store as store_mod
 
 pytestmark = pytest.mark.long
@@ -59,7 +60,7 @@ class Built:
     def meta(self, rref: nx.RRef) -> bytes:
         """The bytes of a realization's meta.json in this store."""
         store = store_mod.open_store(self.root)
-        return (store_mod.rref_dir(store, rref) / store_mod.META_FILE).read_bytes()
+        return (layout.rref_dir(store, rref) / layout.META_FILE).read_bytes()
 
 
 def _one(state: StoreState, name: str) -> nx.RRef:
@@ -91,7 +92,7 @@ def _file_inodes(root: Path) -> dict[str, int]:
     found = {}
     for folder, dirs, files in os.walk(root):
         if folder == str(root):
-            dirs.remove(store_mod.TMP)
+            dirs.remove(layout.TMP)
         for name in files:
             path = os.path.join(folder, name)
             found[os.path.relpath(path, root)] = os.lstat(path).st_ino
@@ -129,7 +130,7 @@ def _merge_campaign(base: Path, as_nobody: bool = False) -> None:
     # Before: the deterministic stage is one RRef in both stores, with its own build
     # times in each; the non-deterministic one differs.
     assert a.det == b.det
-    times = [store_mod.read_build_times(store_mod.open_store(s.root), s.det) for s in (a, b)]
+    times = [layout.read_build_times(store_mod.open_store(s.root), s.det) for s in (a, b)]
     assert math.floor(times[0][1]) < math.floor(times[1][0]), "built in different seconds"
     assert a.meta(a.det) != b.meta(b.det)
     assert len(a.meta(a.det)) == len(b.meta(b.det))  # fixed-width times
@@ -145,7 +146,7 @@ def _merge_campaign(base: Path, as_nobody: bool = False) -> None:
     after = _file_inodes(b.root)
     rewritten = {p for p, ino in b_files.items() if after.get(p) != ino}
     assert rewritten <= {"format"}, f"rsync replaced files B already had: {sorted(rewritten)}"
-    assert (b.root / "format").read_bytes() == store_mod.FORMAT_BYTES
+    assert (b.root / "format").read_bytes() == layout.FORMAT_BYTES
     merged_b = verify_store(b.root)
     assert merged_b.rrefs == a.state.rrefs | b.state.rrefs
     assert merged_b.drefs == a.state.drefs | b.state.drefs
@@ -203,7 +204,7 @@ def _give_to_nobody(base: Path) -> None:
     folders now bind: nobody cannot create a file inside a published realization."""
     subprocess.run(["chown", "-R", "nobody:nogroup", str(base)], check=True)
     store = store_mod.open_store(base / "A")
-    inside = store_mod.rref_dir(store, nx.allrrefs(store=store)[0]) / "intruder"
+    inside = layout.rref_dir(store, nx.allrrefs(store=store)[0]) / "intruder"
     probe = subprocess.run([*AS_NOBODY, "touch", str(inside)], capture_output=True, text=True)
     assert probe.returncode != 0 and "Permission denied" in probe.stderr
     assert not inside.exists()

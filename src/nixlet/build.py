@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from nixlet import layout
 from nixlet import store as store_mod
 from nixlet.errors import BuildError, ClosureError, RefError
 from nixlet.types import (
@@ -50,7 +51,7 @@ class _BuildWrapper:
             outpaths = tuple(staging / str(i) / "out" for i in range(self.nouts))
         for out in outpaths:
             out.mkdir(parents=True)
-        b = Build(store, dref, store_mod.read_config(store, dref), context, outpaths, staging)
+        b = Build(store, dref, layout.read_config(store, dref), context, outpaths, staging)
         try:
             self.fn(b)
         except Exception as e:
@@ -145,7 +146,7 @@ def build_path(b: Build, refpath: Sequence[Any]) -> Path:
         return build_outpath(b).joinpath(*parts)
     if not is_dref(head):
         raise RefError(f"a RefPath starts with a DRef, got {head!r}")
-    return store_mod.rref_out(b.store, build_deref(b, head)).joinpath(*parts)
+    return layout.rref_out(b.store, build_deref(b, head)).joinpath(*parts)
 
 
 def _chosen(b: Build, dref: DRef | str) -> tuple[RRef, ...]:

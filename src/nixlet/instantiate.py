@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from nixlet import layout
 from nixlet import store as store_mod
 from nixlet.errors import ClosureError, ConfigError
 from nixlet.fingerprint import code_identity
@@ -28,7 +29,7 @@ class Manager:
 
 def derivation_ref(config: Config, code: str) -> DRef:
     """The DRef of a config and a code identity."""
-    return DRef(store_mod.derivation_hash(config, code), config.name)
+    return DRef(layout.derivation_hash(config, code), config.name)
 
 
 def mkdrv(
@@ -65,7 +66,7 @@ def mkdrv(
     code = code_identity(realizer, version)
     dref = derivation_ref(cfg, code)
     if dref not in m.derivations:
-        store_mod.remember_config(m.store, dref, cfg)
+        layout.remember_config(m.store, dref, cfg)
     m.derivations[dref] = Derivation(dref, cfg, code, matcher, realizer)
     return dref
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from nixlet import store as store_mod
+from nixlet import layout
 from nixlet.errors import MatcherError, NixletWarning
 from nixlet.types import RRef, Store
 
@@ -42,7 +42,7 @@ class match_latest:  # noqa: N801
     def __call__(self, store: Store, rrefs: list[RRef], /) -> list[RRef] | None:
         if len(rrefs) < self.n:
             return None
-        started = {r: store_mod.read_build_times(store, r)[0] for r in rrefs}
+        started = {r: layout.read_build_times(store, r)[0] for r in rrefs}
         return sorted(rrefs, key=lambda r: (started[r], r), reverse=True)[: self.n]
 
 
@@ -120,7 +120,7 @@ class match_best:  # noqa: N801
 
     def _scores(self, store: Store, rrefs: Iterable[RRef]) -> Iterable[tuple[RRef, float]]:
         for rref in rrefs:
-            path = store_mod.rref_out(store, rref) / self.filename
+            path = layout.rref_out(store, rref) / self.filename
             try:
                 text = path.read_text()
                 yield rref, _finite(float(text.strip()))

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
+from nixlet import layout
 from nixlet import store as store_mod
 from nixlet.context import decode_context
 from nixlet.types import Config, Context, DRef, RRef, Store
@@ -17,12 +18,12 @@ T = TypeVar("T")
 
 def rref2path(rref: RRef | str, *, store: StoreArg = None) -> Path:
     """The folder holding a realization's files, as the build wrote them."""
-    return store_mod.rref_out(store_mod.resolve(store), RRef.parse(rref))
+    return layout.rref_out(store_mod.resolve(store), RRef.parse(rref))
 
 
 def dref2path(dref: DRef | str, *, store: StoreArg = None) -> Path:
     """The folder of a derivation (its record and its realizations)."""
-    return store_mod.dref_dir(store_mod.resolve(store), DRef.parse(dref))
+    return layout.dref_dir(store_mod.resolve(store), DRef.parse(dref))
 
 
 def drefcfg(dref: DRef | str, *, store: StoreArg = None) -> Config:
@@ -31,29 +32,29 @@ def drefcfg(dref: DRef | str, *, store: StoreArg = None) -> Config:
     Raises:
         StoreError: it is not in the store, or its record is corrupted.
     """
-    return store_mod.read_config(store_mod.resolve(store), DRef.parse(dref), check=True)
+    return layout.read_config(store_mod.resolve(store), DRef.parse(dref), check=True)
 
 
 def drefrrefs(dref: DRef | str, *, store: StoreArg = None) -> list[RRef]:
     """Every realization of a derivation, in any context, sorted."""
-    return store_mod.list_rrefs(store_mod.resolve(store), DRef.parse(dref))
+    return layout.list_rrefs(store_mod.resolve(store), DRef.parse(dref))
 
 
 def alldrefs(*, store: StoreArg = None) -> list[DRef]:
     """Every derivation in the store, sorted."""
-    return store_mod.list_drefs(store_mod.resolve(store))
+    return layout.list_drefs(store_mod.resolve(store))
 
 
 def allrrefs(*, store: StoreArg = None) -> list[RRef]:
     """Every realization in the store, sorted."""
     s = store_mod.resolve(store)
-    return sorted(r for d in store_mod.list_drefs(s) for r in store_mod.list_rrefs(s, d))
+    return sorted(r for d in layout.list_drefs(s) for r in layout.list_rrefs(s, d))
 
 
 def rrefctx(rref: RRef | str, *, store: StoreArg = None) -> Context:
     """The context of a realization: the RRefs chosen for each direct dependency."""
     s, r = store_mod.resolve(store), RRef.parse(rref)
-    return decode_context(store_mod.read_context(s, r), f"context of {r}")
+    return decode_context(layout.read_context(s, r), f"context of {r}")
 
 
 def drefdeps(drefs: list[DRef] | DRef | str, *, store: StoreArg = None) -> set[DRef]:
@@ -62,7 +63,7 @@ def drefdeps(drefs: list[DRef] | DRef | str, *, store: StoreArg = None) -> set[D
     start = (
         [DRef.parse(drefs)] if isinstance(drefs, (DRef, str)) else [DRef.parse(d) for d in drefs]
     )
-    return _transitive(start, lambda d: store_mod.read_config(s, d).deps)
+    return _transitive(start, lambda d: layout.read_config(s, d).deps)
 
 
 def rrefdeps(rrefs: list[RRef] | RRef | str, *, store: StoreArg = None) -> set[RRef]:

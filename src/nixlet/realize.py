@@ -17,6 +17,7 @@ from pathlib import Path
 
 import attrs
 
+from nixlet import layout
 from nixlet import store as store_mod
 from nixlet.errors import BuildError, ClosureError, MatcherError, NixletError, PromiseError
 from nixlet.matchers import matcher_name
@@ -73,9 +74,9 @@ def realize_steps(closure: Closure, force_rebuild: ForceRebuild = (), *, store: 
         todo = []
         for drv in level:
             context = {dep: chosen[dep] for dep in drv.config.deps}
-            context_bytes, prefix = store_mod.context_of(context)
+            context_bytes, prefix = layout.context_of(context)
             if drv.dref not in forced:
-                picked = _match(drv, store, store_mod.list_rrefs(store, drv.dref, prefix))
+                picked = _match(drv, store, layout.list_rrefs(store, drv.dref, prefix))
                 if picked is not None:
                     chosen[drv.dref] = picked
                     continue
@@ -123,7 +124,7 @@ def _build_locked(
     want = []
     for todo in batch:
         drv = todo.step.derivation
-        existing[drv.dref] = store_mod.list_rrefs(store, drv.dref, todo.prefix)
+        existing[drv.dref] = layout.list_rrefs(store, drv.dref, todo.prefix)
         picked = None if drv.dref in forced else _match(drv, store, existing[drv.dref])
         if picked is None:
             want.append(todo)
@@ -271,7 +272,7 @@ def realize_many(
         batch = next(steps)
         while True:
             # A first realization also adds its derivation's folder to the root.
-            touched.update(store_mod.dref_dir(target, step.dref) for step in batch)
+            touched.update(layout.dref_dir(target, step.dref) for step in batch)
             touched.add(target.root)
             batch = steps.send(run_steps(target, batch))
     except StopIteration as stop:

@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from nixlet import layout
 from nixlet import store as store_mod
 from nixlet.errors import RefError, StoreError
 from nixlet.queries import StoreArg
@@ -24,7 +25,7 @@ def _parse_ref(ref: DRef | RRef | str) -> DRef | RRef:
 
 def _ref_path(ref: DRef | RRef | str, store: StoreArg) -> Path:
     s, r = store_mod.resolve(store), _parse_ref(ref)
-    return store_mod.rref_out(s, r) if isinstance(r, RRef) else store_mod.dref_dir(s, r)
+    return layout.rref_out(s, r) if isinstance(r, RRef) else layout.dref_dir(s, r)
 
 
 def lsref(ref: DRef | RRef | str, *, store: StoreArg = None) -> list[str]:
@@ -60,8 +61,8 @@ def du(*, store: StoreArg = None) -> dict[DRef, tuple[int, dict[RRef, int]]]:
     (file sizes, as recorded in the manifests' folders)."""
     s = store_mod.resolve(store)
     usage: dict[DRef, tuple[int, dict[RRef, int]]] = {}
-    for dref in store_mod.list_drefs(s):
-        per = {r: _folder_size(store_mod.rref_dir(s, r)) for r in store_mod.list_rrefs(s, dref)}
+    for dref in layout.list_drefs(s):
+        per = {r: _folder_size(layout.rref_dir(s, r)) for r in layout.list_rrefs(s, dref)}
         usage[dref] = (sum(per.values()), per)
     return usage
 

@@ -17,7 +17,6 @@ Only this module renames, removes, changes modes or takes locks.
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import ctypes
 import errno
@@ -25,14 +24,12 @@ import fcntl
 import itertools
 import json
 import os
-import re
 import shutil
 import socket
 import stat
 import tempfile
 import threading
-import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,30 +38,28 @@ import attrs
 import filelock
 
 from nixlet import manifest as manifest_mod
-from nixlet.context import context_prefix, encode_context, realization_hash
-from nixlet.errors import BuildError, ConfigError, RefError, StoreError
-from nixlet.hashing import HASH_CHARS, canonical_json, record_hash
-from nixlet.types import HASH_RE, Config, DRef, RRef, Store, mkconfig
+from nixlet.context import realization_hash
+from nixlet.errors import BuildError, StoreError
+from nixlet.layout import (
+    CANONICAL_MTIME,
+    CODE_FILE,
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_BYTES,
+    LOCKS,
+    META_FILE,
+    OUT,
+    TMP,
+    _configs,
+    default_location,
+    dref_dir,
+    has_derivation,
+    meta_record,
+    rref_dir,
+    rref_dir_str,
+)
+from nixlet.types import Config, DRef, RRef, Store
 
-FORMAT = {
-    "format": "nixlet-store",
-    "version": 1,
-    "record_hash": "sha256, first 160 bits, base32",
-    "file_hash": "xxh3-128",
-}
-FORMAT_BYTES = canonical_json(FORMAT) + b"\n"
-DERIVATION_TAG = "nixlet/derivation/v1"
-TMP, LOCKS = ".tmp", ".locks"
-CONFIG_FILE, CODE_FILE = "config.json", "code"
-OUT, META_FILE = "out", "meta.json"
-REALIZATION_FORMAT = "nixlet/realization/v1"
-#: Published files get this mtime (as in Nix): identical objects in two stores then look
-#: identical to rsync's size-and-mtime check, so a merge skips them instead of rewriting
-#: files inside read-only folders.
-CANONICAL_MTIME = 1
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
-
-_HASH_RE = re.compile(HASH_RE)
 _default: Store | None = None
 _opened: dict[Path, Store] = {}
 _staging: dict[tuple[Path, int], tuple[Path, Any]] = {}
@@ -72,15 +67,6 @@ _state_lock = threading.Lock()
 
 
 # ---------------------------------------------------------------- opening a store
-
-
-def default_location() -> Path:
-    """``$NIXLET_STORE``, else ``$XDG_DATA_HOME/nixlet/store`` (``~/.local/share/...``)."""
-    env = os.environ.get("NIXLET_STORE")
-    if env:
-        return Path(env).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(data) / "nixlet" / "store"
 
 
 def initialize(path: str | os.PathLike[str] | None = None) -> Store:
@@ -177,144 +163,6 @@ def reset_default() -> None:
     """Forget the process default store (tests use this)."""
     global _default
     _default = None
-
-
-# ---------------------------------------------------------------- paths and reading
-
-
-def dref_dir(store: Store, dref: DRef) -> Path:
-    """The folder of a derivation: its record and its realizations."""
-    return store.root / f"{dref.dhash}-{dref.name}"
-
-
-def rref_dir(store: Store, rref: RRef) -> Path:
-    """The folder of a realization object (metadata and ``out/``)."""
-    return store.root / f"{rref.dhash}-{rref.name}" / rref.rhash
-
-
-def rref_out(store: Store, rref: RRef) -> Path:
-    """The folder holding a realization's files, as the build wrote them."""
-    return rref_dir(store, rref) / OUT
-
-
-def has_derivation(store: Store, dref: DRef) -> bool:
-    """Whether the derivation record is published."""
-    return os.path.exists(os.path.join(store.root, f"{dref.dhash}-{dref.name}", CODE_FILE))
-
-
-_configs: dict[tuple[Path, DRef], Config] = {}
-
-
-def read_config(store: Store, dref: DRef, *, check: bool = False) -> Config:
-    """The config of a published derivation. Records never change, so it is cached;
-    ``check=True`` first makes sure the record is still there (another process may have
-    removed the derivation)."""
-    key = (store.root, dref)
-    cached = _configs.get(key)
-    if cached is not None and check and not has_derivation(store, dref):
-        _configs.pop(key, None)
-        cached = None
-    if cached is not None:
-        return cached
-    path = dref_dir(store, dref) / CONFIG_FILE
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise StoreError(f"{dref} is not in the store {store.root}", path=path, dref=dref) from None
-    try:
-        config = mkconfig(json.loads(data))
-    except (ValueError, ConfigError) as e:
-        raise StoreError(f"{path} is corrupted: {e}", path=path, dref=dref) from None
-    _configs[key] = config
-    return config
-
-
-def remember_config(store: Store, dref: DRef, config: Config) -> None:
-    """Seed the config cache with a config known to match its record (from instantiate)."""
-    _configs[(store.root, dref)] = config
-
-
-def read_code(store: Store, dref: DRef) -> str:
-    """The code identity recorded for a derivation."""
-    return _read_record(dref_dir(store, dref) / CODE_FILE).decode("utf-8", "replace")
-
-
-def read_meta(store: Store, rref: RRef) -> dict[str, Any]:
-    """The parsed ``meta.json`` of a realization: its context, manifest and build times.
-
-    Raises:
-        StoreError: the realization is not in the store, or its record is corrupted.
-    """
-    path = rref_dir(store, rref) / META_FILE
-    try:
-        meta = json.loads(_read_record(path))
-        if meta["format"] != REALIZATION_FORMAT:
-            raise ValueError(f"unknown format {meta['format']!r}")
-        return {k: meta[k] for k in ("context", "manifest", "build")}
-    except (ValueError, KeyError, TypeError) as e:
-        raise StoreError(f"{path} is corrupted: {e}", path=path, rref=rref) from None
-
-
-def read_context(store: Store, rref: RRef) -> bytes:
-    """The canonical context record of a realization (the bytes its hash covers)."""
-    return canonical_json(read_meta(store, rref)["context"])
-
-
-def read_manifest(store: Store, rref: RRef) -> bytes:
-    """The canonical manifest of a realization (the bytes its hash covers)."""
-    return canonical_json(read_meta(store, rref)["manifest"])
-
-
-_build_times: dict[tuple[Path, RRef], tuple[float, float]] = {}
-
-
-def read_build_times(store: Store, rref: RRef) -> tuple[float, float]:
-    """(start, finish) of the build of a realization, as POSIX times. Cached: a published
-    realization never changes, and match_latest asks for every candidate on each call."""
-    key = (store.root, rref)
-    cached = _build_times.get(key)
-    if cached is not None:
-        return cached
-    build = read_meta(store, rref)["build"]
-    try:
-        times = _parse_time(build["started"]), _parse_time(build["finished"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise StoreError(f"build record of {rref} is corrupted: {e}", rref=rref) from None
-    _build_times[key] = times
-    return times
-
-
-def _read_record(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise StoreError(f"{path} is missing: the ref is not in this store", path=path) from None
-
-
-def list_drefs(store: Store) -> list[DRef]:
-    """Every published derivation, sorted."""
-    out = []
-    for name in os.listdir(store.root):
-        if len(name) > HASH_CHARS + 1 and name[HASH_CHARS] == "-":
-            try:
-                out.append(DRef(name[:HASH_CHARS], name[HASH_CHARS + 1 :]))
-            except RefError:
-                continue  # not ours (a stray file); listing is no place to fail
-    return sorted(out)
-
-
-def list_rrefs(store: Store, dref: DRef, prefix: str = "") -> list[RRef]:
-    """The realizations of ``dref`` whose hash starts with ``prefix`` (a context prefix
-    selects those built in one context), sorted."""
-    try:
-        names = os.listdir(dref_dir(store, dref))
-    except FileNotFoundError:
-        return []
-    return [
-        RRef._trusted(n, dref.dhash, dref.name)
-        for n in sorted(names)
-        if len(n) == HASH_CHARS and n.startswith(prefix) and _HASH_RE.fullmatch(n)
-    ]
 
 
 # ---------------------------------------------------------------- durability
@@ -496,11 +344,11 @@ def stage_realization(
         ) from None
     manifest_bytes = manifest.canonical()
     rref = RRef(realization_hash(context_bytes, manifest_bytes), dref.dhash, dref.name)
-    if os.path.exists(_rref_dir(store, rref)):
+    if os.path.exists(rref_dir_str(store, rref)):
         _remove_tree(outdir)
         return Staged(rref, derivation, None)
     obj = _object_folder(store, os.fspath(outdir))
-    meta = _meta_record(context_bytes, manifest_bytes, started, finished)
+    meta = meta_record(context_bytes, manifest_bytes, started, finished)
     _write_file(os.path.join(obj, META_FILE), meta, 0o444)
     _seal(obj, manifest)
     relpaths = tuple(f"{OUT}/{e.path}" for e in manifest.entries if e.kind != "symlink")
@@ -524,12 +372,12 @@ def publish_staged(store: Store, staged: Sequence[Staged]) -> list[bool]:
         if item.obj is None:
             continue
         dref = item.derivation[0]
-        if item.rref in seen or os.path.exists(_rref_dir(store, item.rref)):
+        if item.rref in seen or os.path.exists(rref_dir_str(store, item.rref)):
             _remove_tree(item.obj)  # built twice in this batch: same name, same bytes
             continue
         seen.add(item.rref)
         if has_derivation(store, dref):
-            moves.append(_Move(item.obj, _rref_dir(store, item.rref), [i], record=False))
+            moves.append(_Move(item.obj, rref_dir_str(store, item.rref), [i], record=False))
             continue
         if dref not in records:
             records[dref] = len(moves)
@@ -570,7 +418,7 @@ def _publish_folder(store: Store, staged: Sequence[Staged], move: _Move) -> list
             i
             for i in held
             if _rename_new(
-                os.path.join(folder, staged[i].rref.rhash), _rref_dir(store, staged[i].rref)
+                os.path.join(folder, staged[i].rref.rhash), rref_dir_str(store, staged[i].rref)
             )
         ]
         _remove_tree(folder)
@@ -580,7 +428,7 @@ def _publish_folder(store: Store, staged: Sequence[Staged], move: _Move) -> list
     # A realization folder stays writable until it is in place: moving a folder to a new
     # parent needs write access to it (its '..' entry changes).
     for i in published:
-        os.chmod(_rref_dir(store, staged[i].rref), 0o555)
+        os.chmod(rref_dir_str(store, staged[i].rref), 0o555)
     return published
 
 
@@ -624,10 +472,6 @@ def _object_folder(store: Store, outdir: str) -> str:
     return obj
 
 
-def _rref_dir(store: Store, rref: RRef) -> str:
-    return os.path.join(store.root, f"{rref.dhash}-{rref.name}", rref.rhash)
-
-
 def _rename_new(src: str | Path, dst: str | Path) -> bool:
     """Rename ``src`` to ``dst`` unless ``dst`` exists; False if it did."""
     try:
@@ -637,41 +481,6 @@ def _rename_new(src: str | Path, dst: str | Path) -> bool:
             return False
         raise
     return True
-
-
-def _meta_record(context: bytes, manifest: bytes, started: float, finished: float) -> bytes:
-    """Canonical JSON of ``{"build", "context", "format", "manifest"}``, assembled from
-    already canonical parts (keys in sorted order) rather than encoded again.
-
-    One file, not three: creating files is the dearest step of a small build. The build
-    times are fixed width on purpose: the same realization built in two stores then has a
-    meta.json of the same size (and, canonical, the same mtime), so rsync keeps each
-    store's own times rather than rewriting a file inside a read-only folder.
-    """
-    build = canonical_json({"finished": _format_time(finished), "started": _format_time(started)})
-    return b"".join(
-        [
-            b'{"build":',
-            build,
-            b',"context":',
-            context,
-            b',"format":',
-            canonical_json(REALIZATION_FORMAT),
-            b',"manifest":',
-            manifest,
-            b"}",
-        ]
-    )
-
-
-def _format_time(t: float) -> str:
-    whole = int(t)
-    return time.strftime(_TIME_FORMAT, time.gmtime(whole)) + f".{int((t - whole) * 1e6):06d}Z"
-
-
-def _parse_time(text: str) -> float:
-    base, frac = text.rstrip("Z").split(".")
-    return calendar.timegm(time.strptime(base, _TIME_FORMAT)) + int(frac) / 1e6
 
 
 def _write_file(path: str | Path, data: bytes, mode: int = 0o644) -> None:
@@ -812,14 +621,3 @@ def _suppress_missing() -> Iterator[None]:
         yield
     except FileNotFoundError:
         pass
-
-
-def derivation_hash(config: Config, code: str) -> str:
-    """The DRef hash of a config and a code identity."""
-    return record_hash(DERIVATION_TAG, config.canonical, code.encode("utf-8"))
-
-
-def context_of(context: Mapping[DRef, Sequence[RRef]]) -> tuple[bytes, str]:
-    """The encoded context and its realization-hash prefix."""
-    encoded = encode_context(context)
-    return encoded, context_prefix(encoded)
