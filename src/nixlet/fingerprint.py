@@ -26,7 +26,7 @@ import attrs
 
 from nixlet.errors import ConfigError
 
-_CONSTANT_TYPES = (str, int, float, bool, bytes, type(None), complex)
+_CONSTANT_TYPES = (int, float, bool, type(None), complex)
 _MAX_REPR = 4096
 _source_cache: dict[types.CodeType, str] = {}
 _names_cache: dict[types.CodeType, tuple[str, ...]] = {}
@@ -90,7 +90,12 @@ def _unwrap(obj: object) -> object:
 
 
 def _feed_value(h: Any, value: object, seen: set[int], home: str | None) -> None:
-    if isinstance(value, _CONSTANT_TYPES):
+    if isinstance(value, (str, bytes)):
+        # Raw bytes, not repr: a 64 MiB constant would otherwise become 256 MB of text.
+        data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+        h.update(f"const:{type(value).__name__}:{len(data)}:".encode())
+        h.update(data)
+    elif isinstance(value, _CONSTANT_TYPES):
         h.update(f"const:{type(value).__name__}:{value!r}".encode())
     elif isinstance(value, (tuple, list, set, frozenset)):
         items = sorted(value, key=_stable_repr) if isinstance(value, (set, frozenset)) else value

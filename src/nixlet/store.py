@@ -179,14 +179,18 @@ def _load_syncfs() -> Any:
 _syncfs = _load_syncfs()
 
 
-def _make_durable(store: Store, paths: Iterable[Path]) -> None:
-    """Flush ``paths`` (files and folders) to disk before the rename that publishes them.
+def _make_durable(store: Store, paths: Iterable[Path], nbytes: int = 0) -> None:
+    """Flush ``paths`` (files and folders, ``nbytes`` of file data) to disk before the
+    rename that publishes them.
 
-    On Linux one ``syncfs`` of the store's filesystem replaces one fsync per file and
-    folder: a single journal commit instead of many (a 1000-leaf fan-in took 8-14 s with
-    one fsync per item, see docs/design.md). Elsewhere, fsync each path.
+    For many small files, one ``syncfs`` of the store's filesystem (Linux) replaces one
+    fsync per file and folder: a single journal commit instead of many (a 1000-leaf fan-in
+    took 8-14 s with one fsync per item, see docs/design.md). But syncfs also writes out
+    whatever else is dirty on the filesystem (another program's unsynced gigabyte made a
+    1 GiB build 2.8 times slower), so large outputs, and systems without syncfs, fsync
+    their own paths one by one.
     """
-    if _syncfs is not None:
+    if _syncfs is not None and nbytes < LARGE_BATCH:
         if _syncfs(_root_fd(store)) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"syncfs failed: {os.strerror(err)}")
@@ -195,6 +199,10 @@ def _make_durable(store: Store, paths: Iterable[Path]) -> None:
         _fsync_path(path)
 
 
+#: Batches with this much file data are synced path by path (see ``_make_durable``).
+LARGE_BATCH = 32 << 20
+#: Up to this many folders, a flush fsyncs each rather than the whole filesystem.
+FEW_FOLDERS = 8
 _root_fds: dict[tuple[Path, int], int] = {}
 
 
@@ -219,8 +227,15 @@ def _fsync_path(path: Path) -> None:
 def flush(store: Store, folders: Iterable[Path] = ()) -> None:
     """Make published names durable: after this, an RRef that realize returned survives a
     power loss. Deferred to the end of an operation, so a thousand publications share one
-    flush."""
-    _make_durable(store, folders)
+    flush; a few folders are synced one by one, so as not to write out the rest of the
+    filesystem's dirty data (see ``_make_durable``)."""
+    folders = list(folders)
+    if len(folders) <= FEW_FOLDERS:
+        for folder in folders:
+            with _suppress_missing():  # a derivation whose build failed has no folder
+                _fsync_path(folder)
+    else:
+        _make_durable(store, folders)
 
 
 # ---------------------------------------------------------------- staging
@@ -311,6 +326,7 @@ class Staged:
     derivation: tuple[DRef, Config, str]
     obj: str | None
     relpaths: tuple[str, ...] = ()  # files and folders under obj, for the per-path fallback
+    nbytes: int = 0  # file data under obj
 
 
 def stage_realization(
@@ -352,7 +368,7 @@ def stage_realization(
     _write_file(os.path.join(obj, META_FILE), meta, 0o444)
     _seal(obj, manifest)
     relpaths = tuple(f"{OUT}/{e.path}" for e in manifest.entries if e.kind != "symlink")
-    return Staged(rref, derivation, obj, (*relpaths, META_FILE, OUT, "."))
+    return Staged(rref, derivation, obj, (*relpaths, META_FILE, OUT, "."), manifest.total_size)
 
 
 def publish_staged(store: Store, staged: Sequence[Staged]) -> list[bool]:
@@ -387,7 +403,7 @@ def publish_staged(store: Store, staged: Sequence[Staged]) -> list[bool]:
         move = moves[records[dref]]
         os.rename(item.obj, os.path.join(move.folder, item.rref.rhash))
         move.held.append(i)
-    _make_durable(store, _batch_paths(staged, moves))
+    _make_durable(store, _batch_paths(staged, moves), sum(item.nbytes for item in staged))
     for move in moves:
         for i in _publish_folder(store, staged, move):
             fresh[i] = True
