@@ -24,7 +24,8 @@ from nixlet import inplace
 from nixlet import store as store_mod
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-MARKDOWN = sorted(DOCS.glob("*.md"))
+#: Every page of docs/, and the README, whose example is the first code a user reads.
+MARKDOWN = [*sorted(DOCS.glob("*.md")), DOCS.parent / "README.md"]
 REFERENCE = DOCS / "reference.md"
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<tag>[^\s`]*)")
