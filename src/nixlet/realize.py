@@ -271,9 +271,9 @@ def realize_many(
     try:
         batch = next(steps)
         while True:
-            # A first realization also adds its derivation's folder to the root.
             touched.update(layout.dref_dir(target, step.dref) for step in batch)
-            touched.add(target.root)
+            if not all(layout.has_derivation(target, step.dref) for step in batch):
+                touched.add(target.root)  # a first realization adds its derivation's folder
             batch = steps.send(run_steps(target, batch))
     except StopIteration as stop:
         chosen: dict[DRef, tuple[RRef, ...]] = stop.value
