@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Import the adapter, run the workload in a fresh folder, measure the folder, clean up."""
     adapter = importlib.import_module(f"lib_{args.lib}")
     payload = make_payload(args.file_bytes) if args.workload == "big" else b""
+    # Start from a quiet disk: the previous contender's unsynced writes (pylightnix never
+    # fsyncs) and the freeing of its removed store would otherwise be written out by the
+    # next contender's first sync, and be timed as that contender's cost.
+    os.sync()
     with fresh_dir(args.tmp, f"nixlet-bench-{args.lib}-{args.workload}-") as root:
         if args.workload == "big":
             metrics: dict[str, Any] = adapter.big(root, args.n, payload)
