@@ -58,6 +58,7 @@ import attrs
 import nixlet as nx
 from nixlet import layout
 from nixlet import manifest as manifest_mod
+from nixlet import staging as staging_mod
 from nixlet import store as store_mod
 from nixlet.context import realization_hash
 from nixlet.hashing import HASH_CHARS, canonical_json
@@ -353,7 +354,7 @@ def _hold_staging() -> None:
     with its path, until stdin closes: a live process whose staging is not garbage."""
     for line in sys.stdin:
         store = nx.store_initialize(line.strip())
-        root = store_mod.new_staging(store, "live").parent
+        root = staging_mod.new_staging(store, "live").parent
         (root / "live.txt").write_text("in use")
         print(root, flush=True)
 

@@ -10,8 +10,7 @@ from typing import Any
 
 import attrs
 
-from nixlet import layout
-from nixlet import store as store_mod
+from nixlet import layout, staging
 from nixlet.errors import BuildError, ClosureError, RefError
 from nixlet.types import (
     PROMISE_TAG,
@@ -42,25 +41,25 @@ class _BuildWrapper:
         return self.fn
 
     def __call__(self, store: Store, dref: DRef, context: Context, /) -> Sequence[Path]:
-        staging = store_mod.new_staging(store, dref.name)
+        folder = staging.new_staging(store, dref.name)
         # One output is built in <staging>/out, which publishing turns into the object
         # folder as it is; several go to <staging>/<i>/out.
         if self.nouts == 1:
-            outpaths: tuple[Path, ...] = (staging / "out",)
+            outpaths: tuple[Path, ...] = (folder / "out",)
         else:
-            outpaths = tuple(staging / str(i) / "out" for i in range(self.nouts))
+            outpaths = tuple(folder / str(i) / "out" for i in range(self.nouts))
         for out in outpaths:
             out.mkdir(parents=True)
-        b = Build(store, dref, layout.read_config(store, dref), context, outpaths, staging)
+        b = Build(store, dref, layout.read_config(store, dref), context, outpaths, folder)
         try:
             self.fn(b)
         except Exception as e:
             raise BuildError(
                 f"build of {dref} failed: {type(e).__name__}: {e} "
-                f"(its staging folder {staging} is kept for inspection)",
+                f"(its staging folder {folder} is kept for inspection)",
                 dref=dref,
                 cause=e,
-                staging=staging,
+                staging=folder,
             ) from e
         return outpaths
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import attrs
 
-from nixlet import layout
+from nixlet import layout, locks
 from nixlet import store as store_mod
 from nixlet.errors import BuildError, ClosureError, MatcherError, NixletError, PromiseError
 from nixlet.matchers import matcher_name
@@ -106,14 +106,14 @@ def _build_batch(
     holds are left for after, one at a time (waiting while holding other locks could
     deadlock two processes that realize overlapping closures)."""
     busy: list[_Todo] = []
-    with contextlib.ExitStack() as locks:
+    with contextlib.ExitStack() as held:
         mine: list[_Todo] = []
         for todo in batch:
-            held = locks.enter_context(store_mod.derivation_lock(store, todo.step.dref, wait=False))
-            (mine if held else busy).append(todo)
+            got = held.enter_context(locks.derivation_lock(store, todo.step.dref, wait=False))
+            (mine if got else busy).append(todo)
         yield from _build_locked(mine, forced, store, chosen)
     for todo in busy:
-        with store_mod.derivation_lock(store, todo.step.dref):
+        with locks.derivation_lock(store, todo.step.dref):
             yield from _build_locked([todo], forced, store, chosen)
 
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from nixlet import layout
+from nixlet import layout, staging
 from nixlet import store as store_mod
 from nixlet.errors import RefError, StoreError
 from nixlet.queries import StoreArg
@@ -86,16 +86,16 @@ def shellref(ref: DRef | RRef | str | None = None, *, store: StoreArg = None) ->
 def staging_garbage(*, store: StoreArg = None) -> list[Path]:
     """Staging folders that no live process holds: what crashed or finished processes left
     in ``<store>/.tmp``. Safe to delete at any time."""
-    return store_mod.staging_garbage(store_mod.resolve(store))
+    return staging.staging_garbage(store_mod.resolve(store))
 
 
 def remove_staging_garbage(*, store: StoreArg = None) -> int:
     """Delete what ``staging_garbage`` lists; return how many folders went."""
-    return store_mod.remove_staging_garbage(store_mod.resolve(store))
+    return staging.remove_staging_garbage(store_mod.resolve(store))
 
 
 def dirrw(path: str | os.PathLike[str]) -> None:
     """Make a folder and everything in it writable by its owner: a copy of a realization
     keeps the store's read-only modes, so a build that copies inputs calls this on the
     copy before changing it."""
-    store_mod.make_writable(path)
+    staging.make_writable(path)

@@ -12,31 +12,25 @@ Layout (docs/store-format.md has it whole)::
 
 Every object (a derivation record, a realization) is staged under ``.tmp`` on the same
 filesystem, made durable, and published by one ``rename``: readers see all of it or none.
-Only this module renames, removes, changes modes or takes locks.
+Only the store layer (this module, ``nixlet.staging`` and ``nixlet.locks``) renames,
+removes, changes modes or takes locks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
-import fcntl
-import itertools
 import json
 import os
-import shutil
-import socket
-import stat
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
-import filelock
 
+from nixlet import locks, staging
 from nixlet import manifest as manifest_mod
 from nixlet.context import realization_hash
 from nixlet.errors import BuildError, StoreError
@@ -232,86 +226,10 @@ def flush(store: Store, folders: Iterable[Path] = ()) -> None:
     folders = list(folders)
     if len(folders) <= FEW_FOLDERS:
         for folder in folders:
-            with _suppress_missing():  # a derivation whose build failed has no folder
+            with staging.suppress_missing():  # a derivation whose build failed has no folder
                 _fsync_path(folder)
     else:
         _make_durable(store, folders)
-
-
-# ---------------------------------------------------------------- staging
-
-
-def staging_root(store: Store) -> Path:
-    """This process's staging folder in the store, created on first use.
-
-    It is held by an flock on its ``.lock`` sibling for the life of the process; the kernel
-    drops the lock when the process dies (even by SIGKILL), which is how
-    ``staging_garbage`` tells a crashed process's leftovers from a live build.
-    """
-    key = (store.root, os.getpid())
-    with _state_lock:
-        found = _staging.get(key)
-        if found is not None:
-            return found[0]
-        name = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
-        lock = filelock.FileLock(store.root / TMP / f"{name}.lock", thread_local=False)
-        lock.acquire()  # before the folder exists: an unlocked folder is always garbage
-        root = store.root / TMP / name
-        root.mkdir()
-        _staging[key] = (root, lock)
-        return root
-
-
-def new_staging(store: Store, label: str) -> Path:
-    """A fresh, empty, writable folder in this process's staging area."""
-    return Path(_new_staging(store, label))
-
-
-def _new_staging(store: Store, label: str) -> str:
-    # The staging root belongs to this process alone, so a counter names folders uniquely
-    # (mkdtemp's random names and retries cost a third of a small build's bookkeeping).
-    path = os.path.join(staging_root(store), f"{label}.{next(_staging_counter)}")
-    os.mkdir(path, 0o700)
-    return path
-
-
-_staging_counter = itertools.count()
-
-
-def is_staging(store: Store, path: Path) -> bool:
-    """Whether ``path`` lies inside this store's staging area."""
-    tmp = os.path.abspath(store.root / TMP) + os.sep
-    return os.path.abspath(path).startswith(tmp)
-
-
-def staging_garbage(store: Store) -> list[Path]:
-    """Staging folders no live process holds: leftovers of crashed or finished processes."""
-    tmp = store.root / TMP
-    garbage = []
-    for name in sorted(os.listdir(tmp)):
-        path = tmp / name
-        if name.endswith(".lock"):
-            continue
-        if _staging.get((store.root, os.getpid()), (None,))[0] == path:
-            continue
-        probe = filelock.FileLock(tmp / f"{name}.lock", thread_local=False)
-        try:
-            probe.acquire(timeout=0)
-        except filelock.Timeout:
-            continue  # a live process holds it
-        probe.release()
-        garbage.append(path)
-    return garbage
-
-
-def remove_staging_garbage(store: Store) -> int:
-    """Remove what ``staging_garbage`` lists; return how many folders went."""
-    found = staging_garbage(store)
-    for path in found:
-        _remove_tree(path)
-        with _suppress_missing():
-            os.unlink(f"{path}.lock")
-    return len(found)
 
 
 # ---------------------------------------------------------------- publishing
@@ -344,7 +262,7 @@ def stage_realization(
         BuildError: ``outdir`` is outside the staging area, or holds a special file.
     """
     dref = derivation[0]
-    if not is_staging(store, outdir) or not outdir.is_dir():
+    if not staging.is_staging(store, outdir) or not outdir.is_dir():
         raise BuildError(
             f"realizer of {dref} returned {outdir}, which is not a folder in the store's "
             f"staging area {store.root / TMP}; build into the folders build_wrapper gives",
@@ -361,7 +279,7 @@ def stage_realization(
     manifest_bytes = manifest.canonical()
     rref = RRef(realization_hash(context_bytes, manifest_bytes), dref.dhash, dref.name)
     if os.path.exists(rref_dir_str(store, rref)):
-        _remove_tree(outdir)
+        staging.remove_tree(outdir)
         return Staged(rref, derivation, None)
     obj = _object_folder(store, os.fspath(outdir))
     meta = meta_record(context_bytes, manifest_bytes, started, finished)
@@ -389,7 +307,7 @@ def publish_staged(store: Store, staged: Sequence[Staged]) -> list[bool]:
             continue
         dref = item.derivation[0]
         if item.rref in seen or os.path.exists(rref_dir_str(store, item.rref)):
-            _remove_tree(item.obj)  # built twice in this batch: same name, same bytes
+            staging.remove_tree(item.obj)  # built twice in this batch: same name, same bytes
             continue
         seen.add(item.rref)
         if has_derivation(store, dref):
@@ -437,9 +355,9 @@ def _publish_folder(store: Store, staged: Sequence[Staged], move: _Move) -> list
                 os.path.join(folder, staged[i].rref.rhash), rref_dir_str(store, staged[i].rref)
             )
         ]
-        _remove_tree(folder)
+        staging.remove_tree(folder)
     else:
-        _remove_tree(folder)
+        staging.remove_tree(folder)
         published = []
     # A realization folder stays writable until it is in place: moving a folder to a new
     # parent needs write access to it (its '..' entry changes).
@@ -464,7 +382,7 @@ def _batch_paths(staged: Sequence[Staged], moves: list[_Move]) -> Iterator[Path]
 def _stage_record(store: Store, derivation: tuple[DRef, Config, str]) -> str:
     """Stage a derivation folder holding its record (its objects are moved in after)."""
     _, config, code = derivation
-    folder = _new_staging(store, "drv")
+    folder = staging.new_staging_path(store, "drv")
     _write_file(os.path.join(folder, CONFIG_FILE), config.canonical, 0o444)
     _write_file(os.path.join(folder, CODE_FILE), code.encode("utf-8"), 0o444)
     # mkdtemp made it 0700; a store may be shared by a group (and rsync copies modes).
@@ -483,7 +401,7 @@ def _object_folder(store: Store, outdir: str) -> str:
     parent, name = os.path.split(outdir.rstrip(os.sep))
     if name == OUT and os.listdir(parent) == [OUT]:
         return parent
-    obj = _new_staging(store, "rref")
+    obj = staging.new_staging_path(store, "rref")
     os.rename(outdir, os.path.join(obj, OUT))
     return obj
 
@@ -530,71 +448,15 @@ def _seal(obj: str, manifest: manifest_mod.Manifest) -> None:
 # ---------------------------------------------------------------- locks and removal
 
 
-def _open_lock(store: Store, dref: DRef) -> int:
-    """Open (creating if needed) a derivation's lock file. A new one gets the canonical
-    mtime: rsync then leaves the lock files of a merged store alone instead of replacing
-    one (a new inode) under a process that holds the old."""
-    path = os.path.join(store.root, LOCKS, f"{dref.dhash}-{dref.name}.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    if os.fstat(fd).st_mtime != CANONICAL_MTIME:
-        os.utime(fd, (CANONICAL_MTIME, CANONICAL_MTIME))
-    return fd
-
-
-@contextmanager
-def derivation_lock(store: Store, dref: DRef, *, wait: bool = True) -> Iterator[bool]:
-    """Hold the build lock of one derivation; yields whether it is held (always, when
-    ``wait``; without waiting, False if another process holds it).
-
-    A plain ``flock``: the kernel releases it when the holder dies, so a crashed builder
-    never blocks the others for good. It is taken for every build, where filelock's
-    ``FileLock`` was measured at 100-140 us per acquire against 2 us for the system call
-    (docs/design.md); filelock still guards the once-per-process staging lock. The lock
-    file is never deleted: deleting it would let two processes lock two different inodes.
-    """
-    fd = _open_lock(store, dref)
-    _held_locks.add(fd)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        # Closing the last descriptor of the open file releases the flock. A forked child
-        # closed its copy at fork (below), so only this process's is left.
-        if fd in _held_locks:
-            _held_locks.discard(fd)
-            os.close(fd)
-
-
-#: Descriptors of the derivation locks this process holds.
-_held_locks: set[int] = set()
-
-
-def _drop_locks_in_child() -> None:
-    """A flock belongs to the open file, which fork shares: a helper process forked by a
-    build (a data loader, multiprocessing) would keep the derivation locked after the
-    builder died. The child closes its copies at once."""
-    for fd in _held_locks:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _held_locks.clear()
-
-
-os.register_at_fork(after_in_child=_drop_locks_in_child)
-
-
 def remove_ref(store: Store, ref: DRef | RRef) -> None:
     """Remove a realization, or a derivation with all its realizations: moved into staging
     by one rename (it disappears at once, whole), then deleted."""
     dref = ref.dref if isinstance(ref, RRef) else ref
     path = rref_dir(store, ref) if isinstance(ref, RRef) else dref_dir(store, ref)
-    with derivation_lock(store, dref):
+    with locks.derivation_lock(store, dref):
         if not path.exists():
             raise StoreError(f"{ref} is not in the store {store.root}", path=path)
-        grave = new_staging(store, "removed") / "ref"
+        grave = staging.new_staging(store, "removed") / "ref"
         if isinstance(ref, RRef):
             # A realization folder is 0555, and moving a folder to a new parent needs write
             # access to it (its '..' entry changes).
@@ -608,32 +470,4 @@ def remove_ref(store: Store, ref: DRef | RRef) -> None:
         flush(store, [path.parent])
         if isinstance(ref, DRef):
             _configs.pop((store.root, ref), None)
-    _remove_tree(grave.parent)
-
-
-def make_writable(path: str | os.PathLike[str]) -> None:
-    """Give the owner write access to ``path`` and everything under it (a copy taken out
-    of the store keeps the store's read-only modes)."""
-    for folder, _dirs, files in os.walk(path):
-        os.chmod(folder, stat.S_IMODE(os.lstat(folder).st_mode) | stat.S_IWUSR)
-        for name in files:
-            full = os.path.join(folder, name)
-            if not os.path.islink(full):
-                os.chmod(full, stat.S_IMODE(os.lstat(full).st_mode) | stat.S_IWUSR)
-
-
-def _remove_tree(path: str | Path) -> None:
-    with _suppress_missing():
-        if os.path.isdir(path) and not os.path.islink(path):
-            make_writable(path)
-            shutil.rmtree(path)
-        else:  # a stray file in .tmp (a format record a crash left half-made)
-            os.unlink(path)
-
-
-@contextmanager
-def _suppress_missing() -> Iterator[None]:
-    try:
-        yield
-    except FileNotFoundError:
-        pass
+    staging.remove_tree(grave.parent)
