@@ -62,6 +62,7 @@ from nixlet import staging as staging_mod
 from nixlet import store as store_mod
 from nixlet.context import realization_hash
 from nixlet.hashing import HASH_CHARS, canonical_json
+from nixlet.instantiate import derivation_hash
 
 ENV_LOG = "NIXLET_CAMPAIGN_LOG"
 ENV_HOLD = "NIXLET_CAMPAIGN_HOLD"
@@ -657,7 +658,7 @@ def verify_store(root: Path) -> StoreState:
         folder = layout.dref_dir(store, dref)
         config = nx.mkconfig(json.loads((folder / layout.CONFIG_FILE).read_bytes()))
         code = (folder / layout.CODE_FILE).read_text()
-        assert layout.derivation_hash(config, code) == dref.dhash, f"{dref}: bad record"
+        assert derivation_hash(config, code) == dref.dhash, f"{dref}: bad record"
         for record in (layout.CONFIG_FILE, layout.CODE_FILE):
             assert not _writable(os.lstat(folder / record).st_mode), f"{dref}: {record} writable"
         found = nx.drefrrefs(dref, store=store)

@@ -45,3 +45,9 @@ def realization_hash(encoded_context: bytes, manifest: bytes) -> str:
     """The RRef hash: context prefix, then a hash of the context and the manifest."""
     content = record_hash(REALIZATION_TAG, encoded_context, manifest)
     return context_prefix(encoded_context) + content[: HASH_CHARS - PREFIX_CHARS]
+
+
+def context_of(context: Mapping[DRef, Sequence[RRef]]) -> tuple[bytes, str]:
+    """The encoded context and its realization-hash prefix."""
+    encoded = encode_context(context)
+    return encoded, context_prefix(encoded)

@@ -15,6 +15,7 @@ from nixlet import layout
 from nixlet import store as store_mod
 from nixlet.errors import ClosureError, ConfigError
 from nixlet.fingerprint import code_identity
+from nixlet.hashing import record_hash
 from nixlet.types import Closure, Config, Derivation, DRef, Matcher, Realizer, Store, mkconfig
 
 
@@ -27,9 +28,17 @@ class Manager:
     derivations: dict[DRef, Derivation] = attrs.field(factory=dict)
 
 
+DERIVATION_TAG = "nixlet/derivation/v1"
+
+
+def derivation_hash(config: Config, code: str) -> str:
+    """The DRef hash of a config and a code identity."""
+    return record_hash(DERIVATION_TAG, config.canonical, code.encode("utf-8"))
+
+
 def derivation_ref(config: Config, code: str) -> DRef:
     """The DRef of a config and a code identity."""
-    return DRef(layout.derivation_hash(config, code), config.name)
+    return DRef(derivation_hash(config, code), config.name)
 
 
 def mkdrv(

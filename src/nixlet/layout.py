@@ -9,13 +9,11 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nixlet.context import context_prefix, encode_context
 from nixlet.errors import ConfigError, RefError, StoreError
-from nixlet.hashing import HASH_CHARS, canonical_json, record_hash
+from nixlet.hashing import HASH_CHARS, canonical_json
 from nixlet.types import HASH_RE, Config, DRef, RRef, Store, mkconfig
 
 FORMAT = {
@@ -25,7 +23,6 @@ FORMAT = {
     "file_hash": "xxh3-128",
 }
 FORMAT_BYTES = canonical_json(FORMAT) + b"\n"
-DERIVATION_TAG = "nixlet/derivation/v1"
 TMP, LOCKS = ".tmp", ".locks"
 CONFIG_FILE, CODE_FILE = "config.json", "code"
 OUT, META_FILE = "out", "meta.json"
@@ -100,9 +97,9 @@ def remember_config(store: Store, dref: DRef, config: Config) -> None:
     _configs[(store.root, dref)] = config
 
 
-def read_code(store: Store, dref: DRef) -> str:
-    """The code identity recorded for a derivation."""
-    return _read_record(dref_dir(store, dref) / CODE_FILE).decode("utf-8", "replace")
+def forget_config(store: Store, dref: DRef) -> None:
+    """Drop a removed derivation's config from the cache."""
+    _configs.pop((store.root, dref), None)
 
 
 def read_meta(store: Store, rref: RRef) -> dict[str, Any]:
@@ -124,11 +121,6 @@ def read_meta(store: Store, rref: RRef) -> dict[str, Any]:
 def read_context(store: Store, rref: RRef) -> bytes:
     """The canonical context record of a realization (the bytes its hash covers)."""
     return canonical_json(read_meta(store, rref)["context"])
-
-
-def read_manifest(store: Store, rref: RRef) -> bytes:
-    """The canonical manifest of a realization (the bytes its hash covers)."""
-    return canonical_json(read_meta(store, rref)["manifest"])
 
 
 _build_times: dict[tuple[Path, RRef], tuple[float, float]] = {}
@@ -221,14 +213,3 @@ def format_time(t: float) -> str:
 def parse_time(text: str) -> float:
     base, frac = text.rstrip("Z").split(".")
     return calendar.timegm(time.strptime(base, _TIME_FORMAT)) + int(frac) / 1e6
-
-
-def derivation_hash(config: Config, code: str) -> str:
-    """The DRef hash of a config and a code identity."""
-    return record_hash(DERIVATION_TAG, config.canonical, code.encode("utf-8"))
-
-
-def context_of(context: Mapping[DRef, Sequence[RRef]]) -> tuple[bytes, str]:
-    """The encoded context and its realization-hash prefix."""
-    encoded = encode_context(context)
-    return encoded, context_prefix(encoded)

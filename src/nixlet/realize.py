@@ -19,6 +19,7 @@ import attrs
 
 from nixlet import layout, locks
 from nixlet import store as store_mod
+from nixlet.context import context_of
 from nixlet.errors import BuildError, ClosureError, MatcherError, NixletError, PromiseError
 from nixlet.matchers import matcher_name
 from nixlet.types import Closure, Derivation, DRef, RRef, Store
@@ -74,7 +75,7 @@ def realize_steps(closure: Closure, force_rebuild: ForceRebuild = (), *, store: 
         todo = []
         for drv in level:
             context = {dep: chosen[dep] for dep in drv.config.deps}
-            context_bytes, prefix = layout.context_of(context)
+            context_bytes, prefix = context_of(context)
             if drv.dref not in forced:
                 picked = _match(drv, store, layout.list_rrefs(store, drv.dref, prefix))
                 if picked is not None:
@@ -192,27 +193,21 @@ def run_steps(store: Store, steps: list[BuildStep]) -> list[list[RRef]]:
             (they are complete); nothing of the failed build is.
         PromiseError: an output lacks a promised path (nothing of that build is published).
     """
-    staged: list[store_mod.Staged] = []
-    counts: list[int] = []
+    per_step: list[list[store_mod.Staged]] = []
     failure: NixletError | None = None
     for step in steps:
         try:
-            items = _build(store, step)
+            per_step.append(_build(store, step))
         except NixletError as e:
             failure = e
             break
-        staged.extend(items)
-        counts.append(len(items))
+    staged = [item for items in per_step for item in items]
     fresh = store_mod.publish_staged(store, staged)
     for item, new in zip(staged, fresh, strict=True):
         log.info("%s %s", "publish" if new else "exists", item.rref)
     if failure is not None:
         raise failure
-    results, start = [], 0
-    for n in counts:
-        results.append([item.rref for item in staged[start : start + n]])
-        start += n
-    return results
+    return [[item.rref for item in items] for items in per_step]
 
 
 def _build(store: Store, step: BuildStep) -> list[store_mod.Staged]:
@@ -235,9 +230,8 @@ def _build(store: Store, step: BuildStep) -> list[store_mod.Staged]:
         )
     for out in outdirs:
         _check_promises(drv, out)
-    record = (dref, drv.config, drv.code)
     return [
-        store_mod.stage_realization(store, record, step.context_bytes, out, started, finished)
+        store_mod.stage_realization(store, drv, step.context_bytes, out, started, finished)
         for out in outdirs
     ]
 

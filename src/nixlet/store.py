@@ -6,12 +6,13 @@ Layout (docs/store-format.md has it whole)::
     <root>/<dhash>-<name>/config.json       derivation record: canonical config ...
     <root>/<dhash>-<name>/code              ... and code identity (fingerprint or version)
     <root>/<dhash>-<name>/<rhash>/out/      a realization's files, as the build wrote them
-    <root>/<dhash>-<name>/<rhash>/context.json, manifest.json, build.json
-    <root>/.tmp/<host>-<pid>-<rand>/        one process's staging; garbage once unlocked
-    <root>/.locks/<dhash>-<name>.lock       per-derivation build locks
+    <root>/<dhash>-<name>/<rhash>/meta.json its context, manifest and build times
+    <root>/.tmp/<host>-<pid>-<rand>/        one process's staging (nixlet.staging)
+    <root>/.locks/<dhash>-<name>.lock       per-derivation build locks (nixlet.locks)
 
-Every object (a derivation record, a realization) is staged under ``.tmp`` on the same
-filesystem, made durable, and published by one ``rename``: readers see all of it or none.
+Every object (a realization, with its derivation's record the first time) is staged under
+``.tmp`` on the same filesystem, made durable, and published by one ``rename``: readers
+see all of it or none.
 Only the store layer (this module, ``nixlet.staging`` and ``nixlet.locks``) renames,
 removes, changes modes or takes locks.
 """
@@ -23,7 +24,6 @@ import errno
 import json
 import os
 import tempfile
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,20 +44,18 @@ from nixlet.layout import (
     META_FILE,
     OUT,
     TMP,
-    _configs,
     default_location,
     dref_dir,
+    forget_config,
     has_derivation,
     meta_record,
     rref_dir,
     rref_dir_str,
 )
-from nixlet.types import Config, DRef, RRef, Store
+from nixlet.types import Derivation, DRef, RRef, Store
 
 _default: Store | None = None
 _opened: dict[Path, Store] = {}
-_staging: dict[tuple[Path, int], tuple[Path, Any]] = {}
-_state_lock = threading.Lock()
 
 
 # ---------------------------------------------------------------- opening a store
@@ -241,7 +239,7 @@ class Staged:
     sealed) or ``None`` when the store already holds this RRef (a deterministic rebuild)."""
 
     rref: RRef
-    derivation: tuple[DRef, Config, str]
+    derivation: Derivation
     obj: str | None
     relpaths: tuple[str, ...] = ()  # files and folders under obj, for the per-path fallback
     nbytes: int = 0  # file data under obj
@@ -249,19 +247,19 @@ class Staged:
 
 def stage_realization(
     store: Store,
-    derivation: tuple[DRef, Config, str],
+    derivation: Derivation,
     context_bytes: bytes,
     outdir: Path,
     started: float,
     finished: float,
 ) -> Staged:
     """Turn a build's output folder (in staging) into a sealed realization object, ready
-    for ``publish_staged``. ``derivation`` is ``(dref, config, code)``.
+    for ``publish_staged``.
 
     Raises:
         BuildError: ``outdir`` is outside the staging area, or holds a special file.
     """
-    dref = derivation[0]
+    dref = derivation.dref
     if not staging.is_staging(store, outdir) or not outdir.is_dir():
         raise BuildError(
             f"realizer of {dref} returned {outdir}, which is not a folder in the store's "
@@ -283,7 +281,7 @@ def stage_realization(
         return Staged(rref, derivation, None)
     obj = _object_folder(store, os.fspath(outdir))
     meta = meta_record(context_bytes, manifest_bytes, started, finished)
-    _write_file(os.path.join(obj, META_FILE), meta, 0o444)
+    _write_record(os.path.join(obj, META_FILE), meta)
     _seal(obj, manifest)
     relpaths = tuple(f"{OUT}/{e.path}" for e in manifest.entries if e.kind != "symlink")
     return Staged(rref, derivation, obj, (*relpaths, META_FILE, OUT, "."), manifest.total_size)
@@ -305,8 +303,8 @@ def publish_staged(store: Store, staged: Sequence[Staged]) -> list[bool]:
     for i, item in enumerate(staged):
         if item.obj is None:
             continue
-        dref = item.derivation[0]
-        if item.rref in seen or os.path.exists(rref_dir_str(store, item.rref)):
+        dref = item.derivation.dref
+        if item.rref in seen:
             staging.remove_tree(item.obj)  # built twice in this batch: same name, same bytes
             continue
         seen.add(item.rref)
@@ -379,13 +377,12 @@ def _batch_paths(staged: Sequence[Staged], moves: list[_Move]) -> Iterator[Path]
             yield from (Path(move.folder, rel) for rel in staged[move.held[0]].relpaths)
 
 
-def _stage_record(store: Store, derivation: tuple[DRef, Config, str]) -> str:
+def _stage_record(store: Store, derivation: Derivation) -> str:
     """Stage a derivation folder holding its record (its objects are moved in after)."""
-    _, config, code = derivation
     folder = staging.new_staging_path(store, "drv")
-    _write_file(os.path.join(folder, CONFIG_FILE), config.canonical, 0o444)
-    _write_file(os.path.join(folder, CODE_FILE), code.encode("utf-8"), 0o444)
-    # mkdtemp made it 0700; a store may be shared by a group (and rsync copies modes).
+    _write_record(os.path.join(folder, CONFIG_FILE), derivation.config.canonical)
+    _write_record(os.path.join(folder, CODE_FILE), derivation.code.encode("utf-8"))
+    # Staging folders are 0700; a store may be shared by a group (and rsync copies modes).
     os.chmod(folder, 0o755)
     return folder
 
@@ -417,12 +414,12 @@ def _rename_new(src: str | Path, dst: str | Path) -> bool:
     return True
 
 
-def _write_file(path: str | Path, data: bytes, mode: int = 0o644) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+def _write_record(path: str, data: bytes) -> None:
+    """Create a published-to-be file: read-only from the start, with the canonical mtime."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
         os.write(fd, data)
-        if mode == 0o444:
-            os.utime(fd, (CANONICAL_MTIME, CANONICAL_MTIME))
+        os.utime(fd, (CANONICAL_MTIME, CANONICAL_MTIME))
     finally:
         os.close(fd)
 
@@ -469,5 +466,5 @@ def remove_ref(store: Store, ref: DRef | RRef) -> None:
             raise
         flush(store, [path.parent])
         if isinstance(ref, DRef):
-            _configs.pop((store.root, ref), None)
+            forget_config(store, ref)
     staging.remove_tree(grave.parent)
