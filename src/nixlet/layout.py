@@ -14,7 +14,7 @@ from typing import Any
 
 from nixlet.errors import ConfigError, RefError, StoreError
 from nixlet.hashing import HASH_CHARS, canonical_json
-from nixlet.types import HASH_RE, Config, DRef, RRef, Store, mkconfig
+from nixlet.types import HASH_RE, Config, DRef, RRef, Store, folder_name, mkconfig
 
 FORMAT = {
     "format": "nixlet-store",
@@ -47,12 +47,12 @@ def default_location() -> Path:
 
 def dref_dir(store: Store, dref: DRef) -> Path:
     """The folder of a derivation: its record and its realizations."""
-    return store.root / f"{dref.dhash}-{dref.name}"
+    return store.root / dref.key
 
 
 def rref_dir(store: Store, rref: RRef) -> Path:
     """The folder of a realization object (metadata and ``out/``)."""
-    return store.root / f"{rref.dhash}-{rref.name}" / rref.rhash
+    return store.root / folder_name(rref.dhash, rref.name) / rref.rhash
 
 
 def rref_out(store: Store, rref: RRef) -> Path:
@@ -62,7 +62,7 @@ def rref_out(store: Store, rref: RRef) -> Path:
 
 def has_derivation(store: Store, dref: DRef) -> bool:
     """Whether the derivation record is published."""
-    return os.path.exists(os.path.join(store.root, f"{dref.dhash}-{dref.name}", CODE_FILE))
+    return os.path.exists(os.path.join(store.root, dref.key, CODE_FILE))
 
 
 _configs: dict[tuple[Path, DRef], Config] = {}
@@ -177,7 +177,7 @@ def list_rrefs(store: Store, dref: DRef, prefix: str = "") -> list[RRef]:
 
 def rref_dir_str(store: Store, rref: RRef) -> str:
     """``rref_dir`` as a plain string, for the publishing hot path."""
-    return os.path.join(store.root, f"{rref.dhash}-{rref.name}", rref.rhash)
+    return os.path.join(store.root, folder_name(rref.dhash, rref.name), rref.rhash)
 
 
 def meta_record(context: bytes, manifest: bytes, started: float, finished: float) -> bytes:

@@ -18,7 +18,7 @@ def _open_lock(store: Store, dref: DRef) -> int:
     """Open (creating if needed) a derivation's lock file. A new one gets the canonical
     mtime: rsync then leaves the lock files of a merged store alone instead of replacing
     one (a new inode) under a process that holds the old."""
-    path = os.path.join(store.root, LOCKS, f"{dref.dhash}-{dref.name}.lock")
+    path = os.path.join(store.root, LOCKS, f"{dref.key}.lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     if os.fstat(fd).st_mtime != CANONICAL_MTIME:
         os.utime(fd, (CANONICAL_MTIME, CANONICAL_MTIME))

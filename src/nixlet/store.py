@@ -314,7 +314,7 @@ def publish_staged(store: Store, staged: Sequence[Staged]) -> list[bool]:
         if dref not in records:
             records[dref] = len(moves)
             folder = _stage_record(store, item.derivation)
-            dest = os.path.join(store.root, f"{dref.dhash}-{dref.name}")
+            dest = os.path.join(store.root, dref.key)
             moves.append(_Move(folder, dest, [], record=True))
         move = moves[records[dref]]
         os.rename(item.obj, os.path.join(move.folder, item.rref.rhash))

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeAlias
+from typing import Any, Final, Protocol, TypeAlias, TypeGuard
 
 import attrs
 
@@ -32,9 +32,19 @@ DEFAULT_NAME: Final = "unnamed"
 PROMISE_TAG: Final = "__promise__"
 
 
+def folder_name(dhash: str, name: str) -> str:
+    """The store folder of the derivation with this hash and name (``DRef.key``); also
+    the parent folder of each of its realizations."""
+    return f"{dhash}-{name}"
+
+
+def _valid_name(name: object) -> TypeGuard[str]:
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None and ".." not in name
+
+
 def check_name(name: object) -> str:
     """Return ``name`` if it is a valid derivation name, else raise ``ConfigError``."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+    if not _valid_name(name):
         raise ConfigError(
             f"invalid derivation name {name!r}: use 1 to {NAME_MAX} characters of "
             "[A-Za-z0-9._+-], without '..'",
@@ -51,7 +61,7 @@ def _check_hash(_: object, attribute: attrs.Attribute[str], value: str) -> None:
 
 
 def _check_ref_name(_: object, __: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
+    if not _valid_name(value):
         raise RefError(f"invalid reference name {value!r}")
 
 
@@ -77,7 +87,7 @@ class DRef:
     @property
     def key(self) -> str:
         """The folder name of this derivation in the store: ``<dhash>-<name>``."""
-        return f"{self.dhash}-{self.name}"
+        return folder_name(self.dhash, self.name)
 
     @classmethod
     def parse(cls, text: object) -> DRef:
