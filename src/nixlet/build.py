@@ -23,6 +23,7 @@ from nixlet.types import (
     RRef,
     Store,
     is_dref,
+    plain_parts,
     promise,
 )
 
@@ -139,7 +140,7 @@ def build_path(b: Build, refpath: Sequence[Any]) -> Path:
     if not isinstance(refpath, (list, tuple)) or not refpath:
         raise RefError(f"a RefPath is [dref, 'sub', 'file'], got {refpath!r}")
     head, parts = refpath[0], [str(p) for p in refpath[1:]]
-    if any(p in ("", ".", "..") or "/" in p for p in parts):
+    if not plain_parts(parts):
         raise RefError(f"RefPath parts must be plain names, got {refpath!r}")
     if head is promise or head == PROMISE_TAG:
         return build_outpath(b).joinpath(*parts)

@@ -12,7 +12,7 @@ from nixlet import layout, staging
 from nixlet import store as store_mod
 from nixlet.errors import RefError, StoreError
 from nixlet.queries import StoreArg
-from nixlet.types import DRef, RRef, is_dref, is_rref
+from nixlet.types import DRef, RRef, is_dref, is_rref, plain_parts
 
 
 def _parse_ref(ref: DRef | RRef | str) -> DRef | RRef:
@@ -44,7 +44,7 @@ def lsref(ref: DRef | RRef | str, *, store: StoreArg = None) -> list[str]:
 
 def catref(rref: RRef | str, *path: str, store: StoreArg = None) -> str:
     """The text of a file inside a realization: ``catref(rref, "sub", "log.txt")``."""
-    if any(p in ("", ".", "..") or "/" in p for p in path) or not path:
+    if not path or not plain_parts(path):
         raise RefError(f"catref needs plain path parts inside the realization, got {path!r}")
     return _ref_path(RRef.parse(rref), store).joinpath(*path).read_text()
 

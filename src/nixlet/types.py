@@ -306,11 +306,15 @@ class _ConfigWalk:
         return out
 
 
+def plain_parts(parts: Sequence[object]) -> bool:
+    """Whether every part of a path inside a realization is a plain name: a non-empty str,
+    not ``.`` or ``..``, without ``/`` (so a RefPath or promise cannot leave its folder)."""
+    return all(type(p) is str and p not in ("", ".", "..") and "/" not in p for p in parts)
+
+
 def _promise_path(items: list[Any], where: str) -> tuple[str, ...]:
     parts = items[1:]
-    if not parts or not all(
-        type(p) is str and p and p not in (".", "..") and "/" not in p for p in parts
-    ):
+    if not parts or not plain_parts(parts):
         raise ConfigError(
             f"{where}: a promise is [promise, 'sub', 'file'] with plain path parts, got {items!r}",
             where=where,
