@@ -85,6 +85,25 @@ def make_payload(file_bytes: int, seed: int = 20240601) -> bytes:
     return random.Random(seed).randbytes(file_bytes)
 
 
+def warm_page_cache(parent: Path, payload: bytes, copies: int) -> None:
+    """Write ``copies`` of ``payload`` to a scratch file under ``parent``, then delete it.
+
+    On this machine the first gigabyte of file pages a process fills after the machine
+    was idle a moment takes 2-3.5 s, and the next one 0.3 s (the same for plain Python,
+    nixlet and pylightnix, with or without fsync; see README.md). Without this, the big
+    write measured whoever came first after a pause, not the library. Untimed.
+    """
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix="nixlet-bench-warm-", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for _ in range(copies):
+                f.write(payload)
+    finally:
+        os.unlink(name)
+
+
 def file_header(index: int) -> bytes:
     """The small header prepended to the shared payload so every big file differs."""
     return f"nixlet-bench file {index:04d}\n".encode().ljust(HEADER_BYTES, b".")

@@ -134,8 +134,6 @@ def run_group(group: list[Job], tmp: Path, log: Callable[[str], None]) -> list[O
     contender alike; the median of each metric (store sizes come from the last repetition)."""
     samples: dict[Job, list[dict[str, float]]] = {job: [] for job in group}
     errors: dict[Job, str] = {}
-    if group[0].workload == "big":
-        warm_up(group[0], tmp, log)
     for rep in range(max(job.reps for job in group)):
         for job in group:
             if rep >= job.reps or job in errors:
@@ -152,16 +150,6 @@ def run_group(group: list[Job], tmp: Path, log: Callable[[str], None]) -> list[O
             log(f"{tag}: {shown}")
     return [Outcome(job, error=errors[job]) if job in errors else median_outcome(job, samples[job])
             for job in group]
-
-
-def warm_up(job: Job, tmp: Path, log: Callable[[str], None]) -> None:
-    """One discarded repetition: on this machine's disk the first large write after a pause
-    is several times slower than the next ones, which would penalise whoever runs first."""
-    tag = f"  {job.lib:<10} {job.workload:<6} N={job.n:<6} warm-up"
-    try:
-        log(f"{tag} (discarded): {run_once(job, tmp)['realize']:.3f}s")
-    except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, KeyError):
-        log(f"{tag} failed")
 
 
 def median_outcome(job: Job, samples: list[dict[str, float]]) -> Outcome:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import fresh_dir, make_payload, tree_size
+from common import fresh_dir, make_payload, tree_size, warm_page_cache
 
 LIBS = ("nixlet", "pylightnix", "floor")
 WORKLOADS = ("chain", "fanin", "nondet", "big")
@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Import the adapter, run the workload in a fresh folder, measure the folder, clean up."""
     adapter = importlib.import_module(f"lib_{args.lib}")
     payload = make_payload(args.file_bytes) if args.workload == "big" else b""
+    if args.workload == "big":
+        warm_page_cache(args.tmp, payload, args.n)
     # Start from a quiet disk: the previous contender's unsynced writes (pylightnix never
     # fsyncs) and the freeing of its removed store would otherwise be written out by the
     # next contender's first sync, and be timed as that contender's cost.

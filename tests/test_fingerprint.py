@@ -379,3 +379,126 @@ def test_sourceless_fingerprint_ignores_pythonhashseed(tmp_path: Path) -> None:
     store = str(tmp_path / "store")
     results = {_run(["-c", INLINE, store], seed) for seed in ("1", "2", "3", "4")}
     assert len(results) == 1, results
+
+
+SHAPES = '''
+import functools
+
+
+def plain(b):
+    return b + 1
+
+
+def identity(fn):
+    return fn
+
+
+@identity
+@functools.partial(
+    identity,
+)
+def decorated(b):
+    return b * 2
+
+
+def black_style(
+    b,
+    c=(1, 2),
+) -> int:
+    return b
+
+
+def closing_bracket_at_column_zero(b):
+    values = [
+        1,
+]
+    return values
+
+
+def string_at_column_zero(b):
+    text = """first
+second line at column zero
+"""
+    return text
+
+
+def bracket_at_column_zero(b):
+    values = [
+1, 2,
+]
+    return values
+
+
+def continued(b):
+    total = 1 + \\
+2
+    return total
+
+
+def with_comments(b):
+    # a comment
+# a comment at column zero
+    return b
+
+
+class Holder:
+    def method(self, b):
+        def inner(c):
+            return c
+        return inner(b)
+
+    async def coroutine(self):
+        return 1
+
+
+def one_liner(b): return b
+
+
+def last_in_file(b):
+    return -b
+'''
+
+
+def test_fast_source_finder_agrees_with_inspect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The indentation-delimited source finder gives the tree ``inspect.getsource`` gives,
+    or declines (and the fingerprint falls back to inspect) where indentation cannot
+    delimit the block."""
+    import ast
+    import inspect
+
+    from nixlet import fingerprint
+
+    module = load(tmp_path, SHAPES, monkeypatch)
+    inner = module.Holder().method.__func__.__code__.co_consts
+    inner_fn = next(c for c in inner if getattr(c, "co_name", "") == "inner")
+    functions = {
+        "plain": module.plain,
+        "decorated": module.decorated,
+        "black_style": module.black_style,
+        "string_at_column_zero": module.string_at_column_zero,
+        "bracket_at_column_zero": module.bracket_at_column_zero,
+        "closing_bracket_at_column_zero": module.closing_bracket_at_column_zero,
+        "continued": module.continued,
+        "with_comments": module.with_comments,
+        "method": module.Holder.method,
+        "coroutine": module.Holder.coroutine,
+        "one_liner": module.one_liner,
+        "last_in_file": module.last_in_file,
+        "inner": type(module.plain)(inner_fn, vars(module)),
+    }
+    found = {}
+    for name, fn in functions.items():
+        reference = fingerprint._dump(
+            fingerprint._strip_docstrings(ast.parse(textwrap.dedent(inspect.getsource(fn))))
+        )
+        fast = fingerprint._function_node(fn)
+        found[name] = fast is not None
+        if fast is not None:
+            assert fingerprint._dump(fingerprint._strip_docstrings(fast)) == reference, name
+        assert fingerprint._source_text(fn) == reference, name
+    # Declined: blocks cut by a line at column zero inside a string, a bracket or a
+    # continuation.
+    declined = {n for n, ok in found.items() if not ok}
+    assert declined == {"string_at_column_zero", "bracket_at_column_zero", "continued"}

@@ -7,6 +7,7 @@ picklable.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterable
 
@@ -120,10 +121,9 @@ class match_best:  # noqa: N801
 
     def _scores(self, store: Store, rrefs: Iterable[RRef]) -> Iterable[tuple[RRef, float]]:
         for rref in rrefs:
-            path = layout.rref_out(store, rref) / self.filename
+            path = os.path.join(layout.rref_dir_str(store, rref), layout.OUT, self.filename)
             try:
-                text = path.read_text()
-                yield rref, _finite(float(text.strip()))
+                yield rref, _finite(float(layout.read_bytes(path).decode().strip()))
             except (OSError, ValueError) as e:
                 warnings.warn(
                     f"match_best: skipping {rref}: {self.filename} {_why(e)}",
