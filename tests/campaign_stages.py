@@ -56,7 +56,7 @@ from typing import Any
 import attrs
 
 import nixlet as nx
-from nixlet import layout
+from nixlet import layout, locks
 from nixlet import manifest as manifest_mod
 from nixlet import staging as staging_mod
 from nixlet import store as store_mod
@@ -528,42 +528,65 @@ def builds_per_dref(path: Path) -> Counter[str]:
     return Counter(line.dref for line in read_log(path) if line.event == "build")
 
 
-def lock_file(store: Path, dref: nx.DRef | str) -> Path:
-    """The build lock file of a derivation."""
+@attrs.frozen
+class BuildLock:
+    """Where a derivation's build lock lives: a file and, for an OFD lock, its byte."""
+
+    path: Path
+    slot: int | None
+
+
+def lock_file(store: Path, dref: nx.DRef | str) -> BuildLock:
+    """The build lock of a derivation."""
     d = nx.DRef.parse(dref)
-    return store / layout.LOCKS / f"{d.dhash}-{d.name}.lock"
+    opened = nx.Store(store)
+    slot = locks.lock_slot(d) if locks.lock_path(opened, d).endswith(locks.BUILD_LOCK) else None
+    return BuildLock(Path(locks.lock_path(opened, d)), slot)
 
 
-def flock_pids(path: Path) -> tuple[set[int], set[int]]:
-    """(holders, waiters) of flocks on ``path``, by pid, from ``/proc/locks``, whose lines
-    read ``1: [->] FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF``."""
-    st = os.stat(path)
+def lock_state(lock: BuildLock) -> tuple[int, int]:
+    """(holders, waiters) of ``lock`` from ``/proc/locks``, whose lines read
+    ``1: [->] OFDLCK ADVISORY WRITE -1 <major>:<minor>:<inode> <start> <end>`` (OFD locks
+    carry no pid, so they are counted) or ``... FLOCK ADVISORY WRITE <pid> <dev:inode> 0 EOF``."""
+    st = os.stat(lock.path)
     key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    holders: set[int] = set()
-    waiters: set[int] = set()
+    kind = "FLOCK" if lock.slot is None else "OFDLCK"
+    start = "0" if lock.slot is None else str(lock.slot)
+    holders = waiters = 0
     with open("/proc/locks") as f:
         for line in f:
             fields = line.split()
             waiting = len(fields) > 1 and fields[1] == "->"
             if waiting:
                 fields.pop(1)
-            if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == key:
-                (waiters if waiting else holders).add(int(fields[4]))
+            if len(fields) >= 7 and fields[1] == kind and fields[5] == key and fields[6] == start:
+                if waiting:
+                    waiters += 1
+                else:
+                    holders += 1
     return holders, waiters
 
 
 def procfs_locks_usable() -> bool:
-    """Whether ``/proc/locks`` shows this process's flocks with its own pid (it does not in
-    some containers with another pid namespace)."""
-    import fcntl
-    import tempfile
+    """Whether ``/proc/locks`` shows the build locks this process takes (it does not in
+    some containers); probed once, in a throwaway store."""
+    global _procfs_usable
+    if _procfs_usable is None:
+        import tempfile
 
-    with tempfile.NamedTemporaryFile() as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            return os.getpid() in flock_pids(Path(f.name))[0]
-        except OSError:
-            return False
+        with tempfile.TemporaryDirectory() as tmp:
+            store = store_mod.initialize(Path(tmp) / "store")
+            store_mod.reset_default()
+            dref = nx.DRef("a" * 32, "probe")
+            with locks.derivation_lock(store, dref):
+                try:
+                    _procfs_usable = lock_state(lock_file(store.root, dref)) == (1, 0)
+                except OSError:
+                    _procfs_usable = False
+    return _procfs_usable
+
+
+_procfs_usable: bool | None = None
 
 
 # ================================================================ parent: store checks

@@ -22,12 +22,13 @@ from campaign_stages import (
     ENV_FORK,
     ENV_HOLD,
     ENV_LOG,
+    BuildLock,
     alive,
     builds_per_dref,
     finish,
-    flock_pids,
     killed,
     lock_file,
+    lock_state,
     open_barrier,
     procfs_locks_usable,
     read_log,
@@ -188,18 +189,19 @@ def test_match_some_three_by_three_processes(tmp_path: Path) -> None:
         verify_store(store)
 
 
-def _wait_until_waiting(lock: Path, pid: int, proc: subprocess.Popen[str]) -> None:
-    """Wait until process ``pid`` blocks on the flock of ``lock``: seen in /proc/locks
-    where it is usable, else given a generous second after it started."""
+def _wait_until_waiting(lock: BuildLock, proc: subprocess.Popen[str]) -> None:
+    """Wait until process ``proc`` blocks on ``lock`` (the only other process there holds
+    it): seen in /proc/locks where it is usable, else given a generous second after it
+    started."""
     if not procfs_locks_usable():
         time.sleep(1.0)
         return
 
     def waiting() -> bool:
         assert proc.poll() is None, "the waiting process ended early"
-        return pid in flock_pids(lock)[1]
+        return lock_state(lock)[1] == 1
 
-    wait_for(waiting, f"process {pid} to wait on {lock.name}")
+    wait_for(waiting, f"process {proc.pid} to wait on {lock}")
 
 
 def _wait_for_hold(log: Path, pid: int) -> str:
@@ -230,10 +232,10 @@ def _waiting_round(base: Path) -> None:
     with reaped([a]) as procs:
         target = _wait_for_hold(log, a.pid)
         if procfs_locks_usable():
-            assert flock_pids(lock_file(store, target))[0] == {a.pid}
+            assert lock_state(lock_file(store, target)) == (1, 0)  # A's, nobody waits
         b = start(spec, {ENV_LOG: str(log)})
         procs.append(b)
-        _wait_until_waiting(lock_file(store, target), b.pid, b)
+        _wait_until_waiting(lock_file(store, target), b)
         assert nx.drefrrefs(target, store=store) == []
         release.touch()
         out_a, out_b = finish(a), finish(b)
@@ -263,7 +265,7 @@ def _killed_holder_round(base: Path) -> None:
         held = _wait_for_hold(log, a.pid)
         b = start(spec, {ENV_LOG: str(log)})
         procs.append(b)
-        _wait_until_waiting(lock_file(store, held), b.pid, b)
+        _wait_until_waiting(lock_file(store, held), b)
         a.kill()
         killed(a)
         out_b = finish(b)
@@ -301,7 +303,7 @@ def test_forked_helper_of_a_killed_holder_does_not_block_others(tmp_path: Path) 
             (helper,) = [x.pid for x in read_log(log) if x.event == "fork"]
             b = start(spec, {ENV_LOG: str(log)})
             procs.append(b)
-            _wait_until_waiting(lock_file(store, held), b.pid, b)
+            _wait_until_waiting(lock_file(store, held), b)
             a.kill()
             killed(a)
             assert alive(helper)

@@ -8,7 +8,7 @@ Layout (docs/store-format.md has it whole)::
     <root>/<dhash>-<name>/<rhash>/out/      a realization's files, as the build wrote them
     <root>/<dhash>-<name>/<rhash>/meta.json its context, manifest and build times
     <root>/.tmp/<host>-<pid>-<rand>/        one process's staging (nixlet.staging)
-    <root>/.locks/<dhash>-<name>.lock       per-derivation build locks (nixlet.locks)
+    <root>/.locks/build.lock                per-derivation build locks (nixlet.locks)
 
 Every object (a realization, with its derivation's record the first time) is staged under
 ``.tmp`` on the same filesystem, made durable, and published by one ``rename``: readers
