@@ -131,6 +131,37 @@ def test_match_latest_follows_build_start_time(store: nx.Store, tmp_path: Path) 
     assert nx.match_latest(4)(store, [r1, r2, r3]) is None
 
 
+@settings(max_examples=300)
+@given(st.floats(min_value=0, max_value=2**33, allow_nan=False))
+def test_build_times_round_trip(t: float) -> None:
+    """A recorded build time reads back as the same POSIX time, to the microsecond."""
+    from nixlet.layout import format_time, parse_time
+
+    text = format_time(t)
+    assert abs(parse_time(text) - t) < 2e-6
+    assert format_time(parse_time(text)) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-13-01T00:00:00.000000Z",  # month 13
+        "2026-02-30T00:00:00.000000Z",  # no such day
+        "2026-11-26T24:00:00.000000Z",
+        "2026-11-26T04:08:49Z",  # no microseconds
+        "2026-11-26 04:08:49.000000Z",
+        "2026-11-26T04:08:49.000000",
+        "２026-11-26T04:08:49.000000Z",  # a non-ASCII digit
+        "",
+    ],
+)
+def test_malformed_build_times_are_refused(text: str) -> None:
+    from nixlet.layout import parse_time
+
+    with pytest.raises(ValueError):
+        parse_time(text)
+
+
 def test_match_latest_n_builds_until_n(store: nx.Store, tmp_path: Path) -> None:
     """match_latest(2) on an empty store builds twice."""
     log = tmp_path / "log"

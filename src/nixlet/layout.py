@@ -4,7 +4,7 @@ is in ``nixlet.store``. docs/store-format.md is the specification of what is rea
 
 from __future__ import annotations
 
-import calendar
+import datetime
 import json
 import os
 import re
@@ -220,10 +220,25 @@ def meta_record(context: bytes, manifest: bytes, started: float, finished: float
 
 
 def format_time(t: float) -> str:
-    whole = int(t)
-    return time.strftime(_TIME_FORMAT, time.gmtime(whole)) + f".{int((t - whole) * 1e6):06d}Z"
+    """A POSIX time as fixed-width UTC ISO 8601 with microseconds (rounded to the nearest,
+    so that ``parse_time`` gives back a time that formats the same)."""
+    whole, micros = divmod(round(t * 1_000_000), 1_000_000)
+    return time.strftime(_TIME_FORMAT, time.gmtime(whole)) + f".{micros:06d}Z"
 
 
 def parse_time(text: str) -> float:
-    base, frac = text.rstrip("Z").split(".")
-    return calendar.timegm(time.strptime(base, _TIME_FORMAT)) + int(frac) / 1e6
+    """The POSIX time of a ``format_time`` string; ValueError on anything else.
+
+    Parsed by a regex and ``datetime`` (which checks the ranges), not ``time.strptime``:
+    strptime's first call in a process costs milliseconds (it imports and compiles its
+    locale tables), paid by the first ``match_latest`` of a script.
+    """
+    m = _TIME.fullmatch(text)
+    if m is None:
+        raise ValueError(f"not a build time: {text!r}")
+    year, month, day, hour, minute, second, micros = (int(g) for g in m.groups())
+    moment = datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.UTC)
+    return int(moment.timestamp()) + micros / 1e6
+
+
+_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{6})Z", re.ASCII)
