@@ -575,8 +575,9 @@ def procfs_locks_usable() -> bool:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
+            default = store_mod._default
             store = store_mod.initialize(Path(tmp) / "store")
-            store_mod.reset_default()
+            store_mod._default = default  # the probe store is nobody's default
             dref = nx.DRef("a" * 32, "probe")
             with locks.derivation_lock(store, dref):
                 try:
