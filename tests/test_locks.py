@@ -154,3 +154,29 @@ def test_realize_takes_the_locks(tmp_path: Path, kind: str) -> None:
     else:
         assert sorted(names) == sorted(f"{d.dref.key}.lock" for d in closure.derivations)
     assert nx.realize(nx.instantiate(stage, store=store), store=store) == rref
+
+
+def test_a_filesystem_without_locks_gives_a_store_error(
+    store: nx.Store, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store on a filesystem that refuses locks (some FUSE and network mounts answer
+    ENOLCK) gets nixlet's own error, naming the lock file and what to do."""
+    import errno
+    import fcntl
+
+    def refuse(*_: object) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    real = fcntl.fcntl, fcntl.flock
+    monkeypatch.setattr(fcntl, "fcntl", refuse)
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with pytest.raises(nx.StoreError, match="local filesystem") as e:
+        with locks.derivation_lock(store, A):
+            pass
+    assert str(e.value.path).startswith(str(store.root / layout.LOCKS))
+    assert isinstance(e.value, OSError)
+    # The descriptor was closed: the next lock (with locks working again) is free.
+    monkeypatch.setattr(fcntl, "fcntl", real[0])
+    monkeypatch.setattr(fcntl, "flock", real[1])
+    with locks.derivation_lock(store, A, wait=False) as got:
+        assert got

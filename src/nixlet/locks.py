@@ -23,6 +23,7 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from nixlet.errors import StoreError
 from nixlet.layout import CANONICAL_MTIME, LOCKS
 from nixlet.types import DRef, Store
 
@@ -59,9 +60,13 @@ def _open_lock(path: str) -> int:
     return fd
 
 
-def _try_lock(fd: int, dref: DRef, wait: bool) -> bool:
+def _try_lock(fd: int, path: str, dref: DRef, wait: bool) -> bool:
     """Lock ``dref`` on the open lock file ``fd``; False if another holder has it and
-    ``wait`` is False."""
+    ``wait`` is False.
+
+    Raises:
+        StoreError: the store's filesystem does not support the lock.
+    """
     try:
         if _OFD:
             cmd = fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK
@@ -71,7 +76,12 @@ def _try_lock(fd: int, dref: DRef, wait: bool) -> bool:
     except OSError as e:
         if e.errno in (errno.EAGAIN, errno.EACCES) and not wait:
             return False
-        raise
+        raise StoreError(
+            f"cannot take the build lock of {dref} on {path}: {e.strerror}. The store's "
+            "filesystem must support record locks (fcntl) or flock; put the store on a "
+            "local filesystem",
+            path=path,
+        ) from e
     return True
 
 
@@ -84,10 +94,11 @@ def derivation_lock(store: Store, dref: DRef, *, wait: bool = True) -> Iterator[
     ``FileLock`` was measured at 100-140 us per acquire against 2 us (docs/design.md);
     filelock still guards the once-per-process staging lock.
     """
-    fd = _open_lock(lock_path(store, dref))
+    path = lock_path(store, dref)
+    fd = _open_lock(path)
     _held_locks.add(fd)
     try:
-        yield _try_lock(fd, dref, wait)
+        yield _try_lock(fd, path, dref, wait)
     finally:
         # Closing the last descriptor of the open file releases the lock. A forked child
         # closed its copy at fork (below), so only this process's is left.
