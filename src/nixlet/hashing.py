@@ -10,13 +10,14 @@ reasoning and test vectors.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
 from typing import Any
 
 import xxhash
+
+from nixlet import syscalls
 
 #: Digests are truncated to 160 bits and written in lowercase RFC 4648 base32 (32 chars):
 #: short enough for folder names, long enough that collisions are not a practical concern.
@@ -86,7 +87,10 @@ def file_hash(path: str | os.PathLike[str], size: int | None = None) -> str:
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         if size is not None and size >= WRITEBACK_FROM:
-            _start_writeback(f.fileno())
+            # A build's large outputs are hashed just before the flush that makes them
+            # durable: starting their write-out now lets the disk work while the rest is
+            # hashed (a 1 GiB output's fsyncs then found almost nothing left to write).
+            syscalls.start_writeback(f.fileno())
         while n := f.readinto(buf):
             h.update(view[:n])
     return h.hexdigest()
@@ -94,31 +98,6 @@ def file_hash(path: str | os.PathLike[str], size: int | None = None) -> str:
 
 #: Files at least this large start their write-out when they are hashed.
 WRITEBACK_FROM = 1 << 20
-
-
-def _load_sync_file_range() -> Any:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # not Linux
-        return None
-    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    return fn
-
-
-_sync_file_range = _load_sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def _start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing a file's dirty pages out, without waiting.
-
-    A build's large outputs are hashed just before the flush that makes them durable;
-    starting their write-out here lets the disk work while the rest is hashed, instead of
-    after (a 1 GiB output's flush found most of its pages already written). Only a hint:
-    it changes nothing in the file, and errors are left to the flush.
-    """
-    if _sync_file_range is not None:
-        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
 def bytes_hash(data: bytes) -> str:

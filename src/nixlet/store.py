@@ -19,18 +19,16 @@ removes, changes modes or takes locks.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import attrs
 
-from nixlet import locks, staging
+from nixlet import locks, staging, syscalls
 from nixlet import manifest as manifest_mod
 from nixlet.context import realization_hash
 from nixlet.errors import BuildError, StoreError
@@ -160,17 +158,6 @@ def reset_default() -> None:
 # ---------------------------------------------------------------- durability
 
 
-def _load_syncfs() -> Any:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syncfs
-    except (OSError, AttributeError):
-        return None
-
-
-_syncfs = _load_syncfs()
-
-
 def _make_durable(store: Store, paths: Iterable[Path], nbytes: int = 0) -> None:
     """Flush ``paths`` (files and folders, ``nbytes`` of file data) to disk before the
     rename that publishes them.
@@ -182,10 +169,8 @@ def _make_durable(store: Store, paths: Iterable[Path], nbytes: int = 0) -> None:
     1 GiB build 2.8 times slower), so large outputs, and systems without syncfs, fsync
     their own paths one by one.
     """
-    if _syncfs is not None and nbytes < LARGE_BATCH:
-        if _syncfs(_root_fd(store)) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs failed: {os.strerror(err)}")
+    if syscalls.HAVE_SYNCFS and nbytes < LARGE_BATCH:
+        syscalls.syncfs(_root_fd(store))
         return
     for path in paths:
         _fsync_path(path)
