@@ -55,9 +55,15 @@ def _open_lock(path: str) -> int:
     inode) under a process that holds the old. A lock file is never deleted: deleting it
     would let two processes lock two different inodes."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    if os.fstat(fd).st_mtime != CANONICAL_MTIME:
-        os.utime(fd, (CANONICAL_MTIME, CANONICAL_MTIME))
+    if path not in _canonical:  # once per process: the shared file is opened per build
+        if os.fstat(fd).st_mtime != CANONICAL_MTIME:
+            os.utime(fd, (CANONICAL_MTIME, CANONICAL_MTIME))
+        _canonical.add(path)
     return fd
+
+
+#: Lock files this process has seen with the canonical mtime.
+_canonical: set[str] = set()
 
 
 def _try_lock(fd: int, path: str, dref: DRef, wait: bool) -> bool:
