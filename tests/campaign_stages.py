@@ -539,9 +539,8 @@ class BuildLock:
 def lock_file(store: Path, dref: nx.DRef | str) -> BuildLock:
     """The build lock of a derivation."""
     d = nx.DRef.parse(dref)
-    opened = nx.Store(store)
-    slot = locks.lock_slot(d) if locks.lock_path(opened, d).endswith(locks.BUILD_LOCK) else None
-    return BuildLock(Path(locks.lock_path(opened, d)), slot)
+    slot = locks.lock_slot(d) if locks._OFD else None
+    return BuildLock(Path(locks.lock_path(nx.Store(store), d)), slot)
 
 
 def lock_state(lock: BuildLock) -> tuple[int, int]:
