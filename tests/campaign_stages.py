@@ -26,9 +26,9 @@ environment:
 ``NIXLET_CAMPAIGN_KILL``
     ``build:<stage name>``: that build SIGKILLs its own process halfway through writing; or
     ``<function>:<before|after>:<n>``: the child wraps ``nixlet.store.<function>`` and
-    SIGKILLs itself just before or after its n-th call (``_rename_new``, ``_make_durable``,
-    ``_seal``, ``flush``; ``os.replace`` wraps the one that store.py's module ``os``
-    has), to hit the publishing window precisely.
+    SIGKILLs itself just before or after its n-th call (``_rename_new``, ``_seal``,
+    ``durability.make_durable``, ``durability.flush``; ``os.replace`` wraps the one that
+    store.py's module ``os`` has), to hit the publishing window precisely.
 
 The rest of the module is for the parent: starting children (``start``, ``finish``), a
 file barrier, reading the build log and ``/proc/locks``, and ``verify_store``, which checks

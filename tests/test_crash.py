@@ -125,26 +125,26 @@ def _kill_after(store: Path, delay: float) -> tuple[int, bool]:
 
 
 # Where a realize of the crash pipeline in a fresh store calls the wrapped function, and how
-# many derivations and realizations are then published. Realize goes level by level: level
-# 0 builds files, many and big (``_seal`` #1-3 as each is staged), then publishes them as a
-# batch: one ``_make_durable`` (#1), then one ``_rename_new`` each (#1-3: each derivation's
-# folder, its record and first realization inside, appears by one rename), then a chmod of
-# each realization folder; level 1 does the same for summary (``_seal`` #4,
-# ``_make_durable`` #2, ``_rename_new`` #4); last, ``flush`` #1 makes the names durable.
-# Instantiate writes nothing.
+# many derivations and realizations are then published. Realize goes level by level: level 0
+# builds files, many and big (``_seal`` #1-3 as each is staged), then publishes them as a
+# batch: one ``durability.make_durable`` (#1), then one ``_rename_new`` each (#1-3: each
+# derivation's folder, its record and first realization inside, appears by one rename), then
+# a chmod of each realization folder; level 1 does the same for summary (``_seal`` #4,
+# ``durability.make_durable`` #2, ``_rename_new`` #4); last, ``durability.flush`` #1 makes
+# the names durable. Instantiate writes nothing.
 KILL_POINTS = {
     "mid-write-several-files": ("build:files", 0, 0),
     "mid-write-many-files": ("build:many", 0, 0),
     "mid-write-big-file": ("build:big", 0, 0),
     "batch-sealed-not-durable": ("_seal:after:3", 0, 0),
-    "batch-durable-not-renamed": ("_make_durable:after:1", 0, 0),
+    "batch-durable-not-renamed": ("durability.make_durable:after:1", 0, 0),
     "first-of-batch-renamed": ("_rename_new:after:1", 1, 1),
     "two-of-batch-renamed": ("_rename_new:after:2", 2, 2),
     "mid-write-summary": ("build:summary", 3, 3),
     "sealed-not-durable": ("_seal:after:4", 3, 3),
     "just-before-rename": ("_rename_new:before:4", 3, 3),
     "just-after-rename": ("_rename_new:after:4", 4, 4),
-    "published-not-flushed": ("flush:before:1", 4, 4),
+    "published-not-flushed": ("durability.flush:before:1", 4, 4),
 }
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import attrs
 
-from nixlet import layout, locks
+from nixlet import durability, layout, locks
 from nixlet import store as store_mod
 from nixlet.context import context_of
 from nixlet.errors import BuildError, ClosureError, MatcherError, NixletError, PromiseError
@@ -274,7 +274,7 @@ def realize_many(
     finally:
         steps.close()  # releases the derivation locks held by a batch that failed
         if touched:
-            store_mod.flush(target, touched)
+            durability.flush(target, touched)
     return list(chosen[closure.result])
 
 

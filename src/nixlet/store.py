@@ -12,9 +12,8 @@ Layout (docs/store-format.md has it whole)::
 
 Every object (a realization, with its derivation's record the first time) is staged under
 ``.tmp`` on the same filesystem, made durable, and published by one ``rename``: readers
-see all of it or none.
-Only the store layer (this module, ``nixlet.staging`` and ``nixlet.locks``) renames,
-removes, changes modes or takes locks.
+see all of it or none. Only the store layer (this module, ``nixlet.durability``,
+``nixlet.staging`` and ``nixlet.locks``) renames, removes, changes modes or takes locks.
 """
 
 from __future__ import annotations
@@ -23,12 +22,12 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
 
-from nixlet import locks, staging, syscalls
+from nixlet import durability, locks, staging
 from nixlet import manifest as manifest_mod
 from nixlet.context import realization_hash
 from nixlet.errors import BuildError, StoreError
@@ -95,7 +94,7 @@ def _write_format(root: Path) -> None:
     os.utime(tmp, (CANONICAL_MTIME, CANONICAL_MTIME))  # rsync then leaves it alone
     # A concurrent initializer may win the race; both wrote the same bytes.
     os.replace(tmp, root / "format")
-    _fsync_path(root)
+    durability.fsync_path(root)
 
 
 def open_store(path: str | os.PathLike[str]) -> Store:
@@ -153,66 +152,6 @@ def reset_default() -> None:
     """Forget the process default store (tests use this)."""
     global _default
     _default = None
-
-
-# ---------------------------------------------------------------- durability
-
-
-def _make_durable(store: Store, paths: Iterable[Path], nbytes: int = 0) -> None:
-    """Flush ``paths`` (files and folders, ``nbytes`` of file data) to disk before the
-    rename that publishes them.
-
-    For many small files, one ``syncfs`` of the store's filesystem (Linux) replaces one
-    fsync per file and folder: a single journal commit instead of many (a 1000-leaf fan-in
-    took 8-14 s with one fsync per item, see docs/design.md). But syncfs also writes out
-    whatever else is dirty on the filesystem (another program's unsynced gigabyte made a
-    1 GiB build 2.8 times slower), so large outputs, and systems without syncfs, fsync
-    their own paths one by one.
-    """
-    if syscalls.HAVE_SYNCFS and nbytes < LARGE_BATCH:
-        syscalls.syncfs(_root_fd(store))
-        return
-    for path in paths:
-        _fsync_path(path)
-
-
-#: Batches with this much file data are synced path by path (see ``_make_durable``).
-LARGE_BATCH = 32 << 20
-#: Up to this many folders, a flush fsyncs each rather than the whole filesystem.
-FEW_FOLDERS = 8
-_root_fds: dict[tuple[Path, int], int] = {}
-
-
-def _root_fd(store: Store) -> int:
-    """A descriptor of the store's root, opened once per process, for syncfs (one per
-    store a process uses, kept open for the life of the process on purpose)."""
-    key = (store.root, os.getpid())
-    fd = _root_fds.get(key)
-    if fd is None:
-        fd = _root_fds[key] = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
-    return fd
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def flush(store: Store, folders: Iterable[Path] = ()) -> None:
-    """Make published names durable: after this, an RRef that realize returned survives a
-    power loss. Deferred to the end of an operation, so a thousand publications share one
-    flush; a few folders are synced one by one, so as not to write out the rest of the
-    filesystem's dirty data (see ``_make_durable``)."""
-    folders = list(folders)
-    if len(folders) <= FEW_FOLDERS:
-        for folder in folders:
-            with staging.suppress_missing():  # a derivation whose build failed has no folder
-                _fsync_path(folder)
-    else:
-        _make_durable(store, folders)
 
 
 # ---------------------------------------------------------------- publishing
@@ -304,7 +243,9 @@ def publish_staged(store: Store, staged: Sequence[Staged]) -> list[bool]:
         move = moves[records[dref]]
         os.rename(item.obj, os.path.join(move.folder, item.rref.rhash))
         move.held.append(i)
-    _make_durable(store, _batch_paths(staged, moves), sum(item.nbytes for item in staged))
+    durability.make_durable(
+        store, _batch_paths(staged, moves), sum(item.nbytes for item in staged)
+    )
     for move in moves:
         for i in _publish_folder(store, staged, move):
             fresh[i] = True
@@ -351,7 +292,7 @@ def _publish_folder(store: Store, staged: Sequence[Staged], move: _Move) -> list
 
 def _batch_paths(staged: Sequence[Staged], moves: list[_Move]) -> Iterator[Path]:
     """Every file and folder of a batch, where it is staged now (for the per-path fallback
-    of ``_make_durable``; syncfs does not look at them)."""
+    of ``durability.make_durable``; syncfs does not look at them)."""
     for move in moves:
         if move.record:
             yield from _record_paths(move.folder)
@@ -449,7 +390,7 @@ def remove_ref(store: Store, ref: DRef | RRef) -> None:
             if isinstance(ref, RRef):
                 os.chmod(path, 0o555)
             raise
-        flush(store, [path.parent])
+        durability.flush(store, [path.parent])
         if isinstance(ref, DRef):
             forget_config(store, ref)
     staging.remove_tree(grave.parent)
