@@ -31,8 +31,10 @@ SMALL = 1 << 16
 _ENCODER = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 )
-_B32 = "abcdefghijklmnopqrstuvwxyz234567"
-_B32_PAIRS = [a + b for a in _B32 for b in _B32]  # every 10-bit value as two characters
+#: The base32 alphabet of hashes (RFC 4648, lowercase): character i stands for value i.
+B32_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+# Every 10-bit value as two characters.
+_B32_PAIRS = [a + b for a in B32_ALPHABET for b in B32_ALPHABET]
 
 
 def canonical_json(value: Any) -> bytes:

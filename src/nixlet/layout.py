@@ -81,7 +81,7 @@ def read_config(store: Store, dref: DRef, *, check: bool = False) -> Config:
         return cached
     path = dref_dir(store, dref) / CONFIG_FILE
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)
     except FileNotFoundError:
         raise StoreError(f"{dref} is not in the store {store.root}", path=path, dref=dref) from None
     try:

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from nixlet.errors import StoreError
+from nixlet.hashing import B32_ALPHABET
 from nixlet.layout import CANONICAL_MTIME, LOCKS
 from nixlet.types import DRef, Store
 
@@ -34,7 +35,8 @@ BUILD_LOCK = "build.lock"
 _OFD = hasattr(fcntl, "F_OFD_SETLKW") and struct.calcsize("P") == 8
 # struct flock on 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks).
 _FLOCK = struct.Struct("hhqqixxxx")
-_FROM_B32 = str.maketrans("abcdefghijklmnopqrstuvwxyz234567", "0123456789abcdefghijklmnopqrstuv")
+# Our base32 alphabet to the digits int(..., 32) reads, value for value.
+_FROM_B32 = str.maketrans(B32_ALPHABET, "0123456789abcdefghijklmnopqrstuv")
 
 
 def lock_slot(dref: DRef) -> int:
