@@ -95,8 +95,8 @@ def main() -> int:
     """Realize the pipeline on the default store and say what was built."""
     store = nx.store_initialize()
     counter = _BuildCounter()
-    logging.getLogger("nixlet.realize").addHandler(counter)
-    logging.getLogger("nixlet.realize").setLevel(logging.INFO)
+    logging.getLogger("nixlet.build").addHandler(counter)
+    logging.getLogger("nixlet.build").setLevel(logging.INFO)
     print(f"store: {store.root}")
     started = time.perf_counter()
     closure = nx.instantiate(report)

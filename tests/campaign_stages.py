@@ -25,7 +25,7 @@ environment:
     file exists; its pid is logged as a ``fork`` event.
 ``NIXLET_CAMPAIGN_KILL``
     ``build:<stage name>``: that build SIGKILLs its own process halfway through writing; or
-    ``<function>:<before|after>:<n>``: the child wraps ``nixlet.store.<function>`` and
+    ``<module>.<function>:<before|after>:<n>``: the child wraps that store-layer function and
     SIGKILLs itself just before or after its n-th call (``_rename_new``, ``_seal``,
     ``durability.make_durable``, ``durability.flush``; ``os.replace`` wraps the one that
     store.py's module ``os`` has), to hit the publishing window precisely.
@@ -37,6 +37,7 @@ every object of a store against its records.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
@@ -56,13 +57,13 @@ from typing import Any
 import attrs
 
 import nixlet as nx
-from nixlet import layout, locks
-from nixlet import manifest as manifest_mod
-from nixlet import staging as staging_mod
-from nixlet import store as store_mod
-from nixlet.context import realization_hash
-from nixlet.hashing import HASH_CHARS, canonical_json
-from nixlet.instantiate import derivation_hash
+from nixlet.engine.instantiate import derivation_hash
+from nixlet.store import layout, locks, records
+from nixlet.store import opening as store_mod
+from nixlet.store import staging as staging_mod
+from nixlet.values import manifest as manifest_mod
+from nixlet.values.context import realization_hash
+from nixlet.values.hashing import HASH_CHARS, canonical_json
 
 ENV_LOG = "NIXLET_CAMPAIGN_LOG"
 ENV_HOLD = "NIXLET_CAMPAIGN_HOLD"
@@ -280,17 +281,20 @@ def _die() -> None:
 
 
 def _install_kill_hook(spec: str) -> None:
-    """Wrap ``nixlet.store.<function>`` to SIGKILL this process just before or after its
-    n-th call (``<function>:<before|after>:<n>``). A dotted name (``os.replace``) wraps a
-    function of a module that nixlet.store uses, for this whole child process.
+    """Wrap a function of the store layer to SIGKILL this process just before or after its
+    n-th call (``<module>.<function>:<before|after>:<n>``, the module one of
+    ``nixlet.store``'s, as ``sealing._seal``). ``os.<function>`` (``os.replace``) wraps a
+    function of the os module, for this whole child process.
     ``build:<stage>`` is left to the build functions."""
     if spec.startswith("build:"):
         return
     path, when, nth = spec.split(":")
     if when not in ("before", "after"):
         raise ValueError(f"bad kill point {spec!r}")
-    owner: Any = store_mod
     *modules, name = path.split(".")
+    # ``<module of nixlet.store>.<function>``, or a function of the os module.
+    owner: Any = os if modules[:1] == ["os"] else importlib.import_module("nixlet.store")
+    modules = modules[1:] if modules[:1] == ["os"] else modules
     for module in modules:
         owner = getattr(owner, module)
     original = getattr(owner, name)
@@ -575,7 +579,7 @@ def procfs_locks_usable() -> bool:
 
         with tempfile.TemporaryDirectory() as tmp:
             default = store_mod._default
-            store = store_mod.initialize(Path(tmp) / "store")
+            store = store_mod.store_initialize(Path(tmp) / "store")
             store_mod._default = default  # the probe store is nobody's default
             dref = nx.DRef("a" * 32, "probe")
             with locks.derivation_lock(store, dref):
@@ -630,7 +634,7 @@ def verify_realization(store: nx.Store, rref: nx.RRef) -> None:
     read-only. (The realization's own folder is left out of the last check: it can only
     become read-only after the rename that publishes it, since moving a folder to another
     parent needs write access to it, so a kill between the two leaves it writable.)"""
-    meta = layout.read_meta(store, rref)
+    meta = records.read_meta(store, rref)
     recorded = manifest_mod.parse(canonical_json(meta["manifest"]))
     out = layout.rref_out(store, rref)
     actual = manifest_mod.scan(out)

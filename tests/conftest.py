@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import nixlet
-from nixlet import inplace
-from nixlet import store as store_mod
+from nixlet.interactive import inplace
+from nixlet.store import opening as store_mod
 
 
 def campaign_scale(short: int, long: int) -> int:

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 import nixlet
-from nixlet import inplace
-from nixlet import store as store_mod
+from nixlet.interactive import inplace
+from nixlet.store import opening as store_mod
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 #: Every page of docs/, and the README, whose example is the first code a user reads.

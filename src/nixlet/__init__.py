@@ -3,13 +3,24 @@
 Stages declare derivations (``mkdrv``); ``instantiate`` collects them into a closure without
 building anything; ``realize`` walks the closure, lets each derivation's matcher choose among
 the existing realizations built against the same dependency choices, and builds more where
-the matcher asks. Every name below is the public API; docs/ explains each with examples.
+the matcher asks. ``realize`` is one driver of a public protocol, ``plan`` / ``build_step`` /
+``publish``, which parallel executors, runners and the REPL drive too. Every name below is
+the public API; docs/ explains each with examples.
+
+The package is in layers, each a subpackage that imports only from those below it (checked
+by import-linter): ``values`` (references, configs, the model, hashing, errors; no I/O),
+``store`` (the only code that changes a store's files), ``engine`` (instantiate, matchers,
+build helpers, the protocol, realize), ``tools`` (queries, shell helpers) and
+``interactive`` (the in-place layer). Module paths are not part of the API: public objects
+present themselves as ``nixlet.X`` (see ``_present_as_public``), so moving code between
+private modules changes nothing a user sees, not even the DRef of a stage that calls
+``nixlet.build_outpath``.
 """
 
-import os as _os
+import typing as _typing
+from typing import Any as _Any
 
-from nixlet import store as _store
-from nixlet.build import (
+from nixlet.engine.build import (
     build_cattrs,
     build_config,
     build_context,
@@ -19,21 +30,22 @@ from nixlet.build import (
     build_path,
     build_wrapper,
 )
-from nixlet.errors import (
-    BuildError,
-    ClosureError,
-    ConfigError,
-    MatcherError,
-    NixletError,
-    NixletWarning,
-    PromiseError,
-    RefError,
-    StoreError,
+from nixlet.engine.instantiate import Manager, instantiate, mkdrv
+from nixlet.engine.matchers import (
+    match_all,
+    match_best,
+    match_exact,
+    match_latest,
+    match_only,
+    match_some,
 )
-from nixlet.inplace import instantiate_inplace, realize_inplace
-from nixlet.instantiate import Manager, instantiate, mkdrv
-from nixlet.matchers import match_all, match_best, match_exact, match_latest, match_only, match_some
-from nixlet.queries import (
+from nixlet.engine.plan import Plan, plan
+from nixlet.engine.realize import realize, realize_many
+from nixlet.engine.step import build_step
+from nixlet.interactive.inplace import instantiate_inplace, realize_inplace
+from nixlet.store.opening import store_initialize
+from nixlet.store.publish import Publisher, Staged, publish, publish_many, publishing
+from nixlet.tools.queries import (
     alldrefs,
     allrrefs,
     dref2path,
@@ -44,8 +56,7 @@ from nixlet.queries import (
     rrefctx,
     rrefdeps,
 )
-from nixlet.realize import realize, realize_many
-from nixlet.shell import (
+from nixlet.tools.shell import (
     catref,
     dirrw,
     du,
@@ -55,44 +66,37 @@ from nixlet.shell import (
     shellref,
     staging_garbage,
 )
-from nixlet.types import (
+from nixlet.values.config import Config, RefPath, mkconfig, promise
+from nixlet.values.errors import (
+    BuildError,
+    ClosureError,
+    ConfigError,
+    MatcherError,
+    NixletError,
+    NixletWarning,
+    PromiseError,
+    RefError,
+    StoreError,
+    UsageError,
+)
+from nixlet.values.model import (
     Build,
+    BuildStep,
     Closure,
-    Config,
     Context,
     Derivation,
-    DRef,
     Matcher,
     Realizer,
-    RefPath,
-    RRef,
     Store,
-    mkconfig,
-    promise,
-    rref2dref,
 )
+from nixlet.values.refs import DRef, RRef, rref2dref
 
 __version__ = "0.1.0"
-
-
-def store_initialize(path: str | _os.PathLike[str] | None = None) -> Store:
-    """Create the store folder if missing (idempotent), check its format file, and make it
-    this process's default store.
-
-    Args:
-        path: the store folder. Default: ``$NIXLET_STORE``, else
-            ``$XDG_DATA_HOME/nixlet/store`` (``~/.local/share/nixlet/store``).
-
-    Raises:
-        StoreError: the folder holds something that is not a nixlet store of a known
-            format; it is left untouched.
-    """
-    return _store.initialize(path)
-
 
 __all__ = [
     "Build",
     "BuildError",
+    "BuildStep",
     "Closure",
     "ClosureError",
     "Config",
@@ -105,13 +109,17 @@ __all__ = [
     "MatcherError",
     "NixletError",
     "NixletWarning",
+    "Plan",
     "PromiseError",
+    "Publisher",
     "RRef",
     "Realizer",
     "RefError",
     "RefPath",
+    "Staged",
     "Store",
     "StoreError",
+    "UsageError",
     "alldrefs",
     "allrrefs",
     "build_cattrs",
@@ -121,6 +129,7 @@ __all__ = [
     "build_outpath",
     "build_outpaths",
     "build_path",
+    "build_step",
     "build_wrapper",
     "catref",
     "dirrw",
@@ -140,7 +149,11 @@ __all__ = [
     "match_some",
     "mkconfig",
     "mkdrv",
+    "plan",
     "promise",
+    "publish",
+    "publish_many",
+    "publishing",
     "realize",
     "realize_inplace",
     "realize_many",
@@ -154,3 +167,31 @@ __all__ = [
     "staging_garbage",
     "store_initialize",
 ]
+
+
+def _present_as_public(namespace: dict[str, _Any]) -> None:
+    """Make each public function and class (and its methods) say it is ``nixlet.X``, as
+    trio's ``fixup_module_metadata`` does: tracebacks, reprs, pickles and the build-code
+    fingerprint (which names library functions by module and qualified name) then do not
+    depend on which private module defines it.
+
+    ``typing.get_type_hints`` resolves a class's string annotations in the module its
+    ``__module__`` names, so a class's own annotations are resolved first, where they were
+    written (with the public names at hand, for the errors' ``DRef``, which that leaf
+    module does not import at run time)."""
+    for name in __all__:
+        obj = namespace[name]
+        if getattr(obj, "__module__", "").startswith("nixlet.") and (
+            isinstance(obj, type) or callable(obj)
+        ):
+            if isinstance(obj, type) and vars(obj).get("__annotations__"):
+                hints = _typing.get_type_hints(obj, localns=namespace)
+                obj.__annotations__ = {k: hints[k] for k in vars(obj)["__annotations__"]}
+            obj.__module__ = "nixlet"
+            if isinstance(obj, type):
+                for member in vars(obj).values():
+                    if callable(member) and getattr(member, "__module__", "").startswith("nixlet."):
+                        member.__module__ = "nixlet"
+
+
+_present_as_public(globals())

@@ -1,0 +1,367 @@
+"""Deciding what to build: the first part of the plan / build one step / publish protocol.
+
+A ``Plan`` walks a closure in dependency order and asks each derivation's matcher to choose
+among the realizations built in its context (its dependencies' chosen RRefs). A derivation
+whose matcher asks for more becomes a ``BuildStep``, handed out by ``Plan.ready`` once the
+plan holds its build lock; the driver builds it (``build_step``, in any process), publishes
+the result (``publish``) and gives the RRefs back with ``Plan.record``. The matcher is asked
+again, and the step comes back from ``ready`` while it wants more::
+
+    with plan(closure) as p:
+        while not p.done:
+            for step in p.ready():
+                p.record(step, publish(build_step(step)))
+        rrefs = p.result()
+
+A derivation is ready as soon as its own dependencies are chosen (there is no level
+barrier), so a parallel driver keeps every worker busy. A plan holds a derivation's lock
+from handing its step out until the step is recorded (or failed, or the plan closed), and
+never waits for a lock while it holds one: two processes realizing overlapping closures
+cannot deadlock, and a driver paused before one build blocks only that derivation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from collections.abc import Iterable
+
+import attrs
+
+from nixlet.engine.matchers import matcher_name
+from nixlet.store import locks, records
+from nixlet.store.opening import resolve
+from nixlet.values.context import context_of
+from nixlet.values.errors import BuildError, ClosureError, MatcherError, NixletError, UsageError
+from nixlet.values.model import BuildStep, Closure, Derivation, Store
+from nixlet.values.refs import DRef, RRef
+
+#: What ``force_rebuild`` accepts: DRefs (or their text), one DRef, or True for the target.
+ForceRebuild = Iterable[DRef | str] | DRef | str | bool
+
+#: How many builds of one derivation a plan makes at most, by default, while its matcher
+#: keeps asking for more: far above any sweep made by one matcher (``match_some(200)``), far
+#: below a runaway (a matcher that never finds what it wants once built 7,045 times).
+MAX_BUILDS = 1000
+#: How many steps ``ready`` hands out at once by default: each holds a lock (a descriptor).
+MAX_STEPS = 256
+
+
+@attrs.define(eq=False)
+class _Held:
+    """A derivation whose step is out: its lock, the step, and what its context held."""
+
+    step: BuildStep
+    drv: Derivation
+    lock: contextlib.ExitStack
+    prefix: str
+    existing: list[RRef]
+    builds: int = 0
+
+
+@attrs.define(eq=False)
+class Plan:
+    """The state of one realization of a closure: what is chosen, what is being built.
+    Make one with ``plan``; see the module documentation for the protocol."""
+
+    closure: Closure
+    store: Store
+    forced: frozenset[DRef]
+    max_builds: int | None
+    _chosen: dict[DRef, tuple[RRef, ...]] = attrs.field(factory=dict)
+    _missing: dict[DRef, int] = attrs.field(factory=dict)
+    _dependents: dict[DRef, list[Derivation]] = attrs.field(factory=dict)
+    _candidates: deque[Derivation] = attrs.field(factory=deque)
+    _busy: list[Derivation] = attrs.field(factory=list)
+    _out: dict[DRef, _Held] = attrs.field(factory=dict)
+    _again: deque[DRef] = attrs.field(factory=deque)
+    _failed: dict[DRef, NixletError] = attrs.field(factory=dict)
+    _closed: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        for drv in self.closure.derivations:
+            deps = set(drv.config.deps)
+            self._missing[drv.dref] = len(deps)
+            for dep in deps:
+                self._dependents.setdefault(dep, []).append(drv)
+            if not deps:
+                self._candidates.append(drv)
+
+    # ------------------------------------------------------------ the protocol
+
+    @property
+    def done(self) -> bool:
+        """Whether nothing more can be handed out or is being built: the target is chosen,
+        or a failure left nothing else to do."""
+        return not (self._candidates or self._busy or self._out or self._again)
+
+    def ready(self, max_steps: int | None = MAX_STEPS) -> list[BuildStep]:
+        """The steps that can be built now, at most ``max_steps`` (``None``: all), each
+        with its derivation's lock held by this plan.
+
+        Returns at once, with what it found, unless nothing is handed out and nothing can
+        start: then it waits for a lock that another process holds (holding none itself).
+        An empty list while ``done`` is False means: record the steps that are out.
+        """
+        self._check_open()
+        limit = max_steps if max_steps is not None else len(self.closure.derivations) + 1
+        found: list[BuildStep] = []
+        while self._again and len(found) < limit:
+            found.append(self._out[self._again.popleft()].step)
+        while len(found) < limit:
+            if self._candidates:
+                self._guarded(self._candidates.popleft(), found, wait=False)
+            elif self._busy and not self._retry_busy(found, limit):
+                if found or self._out:
+                    break
+                self._guarded(self._busy.pop(0), found, wait=True)
+            else:
+                break
+        return found
+
+    def record(self, step: BuildStep, rrefs: Iterable[RRef]) -> None:
+        """Tell the plan what ``step``'s build published. Its matcher is asked again: if it
+        is satisfied, the lock is released; if it wants more, the step comes back from
+        ``ready``.
+
+        Raises:
+            UsageError: the step is not out (not handed out by this plan, or recorded).
+            MatcherError: the matcher still wants more but the build added nothing new (a
+                deterministic build gives the same RRef again), or ``max_builds`` builds
+                of this derivation did not satisfy it.
+        """
+        held = self._take(step)
+        before = held.existing
+        known = set(before)
+        new = [r for r in dict.fromkeys(RRef.parse(r) for r in rrefs) if r not in known]
+        held.existing = before + new
+        held.builds += 1
+        drv = held.drv
+        try:
+            picked = _match(drv, self.store, held.existing)
+            if picked is None:
+                self._check_progress(drv, held, new)
+        except NixletError as e:
+            held.lock.close()
+            self._failed[step.dref] = e
+            raise
+        if picked is None:
+            self._out[step.dref] = held
+            self._again.append(step.dref)
+        else:
+            held.lock.close()
+            self._choose(drv, picked)
+
+    def fail(self, step: BuildStep, error: NixletError) -> None:
+        """Tell the plan that ``step``'s build failed: its lock is released, and nothing
+        that depends on it will be handed out; independent work goes on."""
+        held = self._take(step)
+        held.lock.close()
+        self._failed[step.dref] = error
+
+    def result(self) -> list[RRef]:
+        """The realizations the target's matcher chose: what ``realize_many`` returns.
+
+        Raises:
+            BuildError: a build failed (the one failure, or one listing them all).
+            UsageError: the plan is not done.
+        """
+        target = self.closure.result
+        if target in self._chosen:
+            return list(self._chosen[target])
+        if self._failed:
+            errors = list(self._failed.values())
+            if len(errors) == 1:
+                raise errors[0]
+            raise BuildError(
+                f"{len(errors)} builds failed: " + "; ".join(str(e) for e in errors),
+                dref=None,
+                cause=None,
+                staging=None,
+            )
+        raise UsageError("the plan is not done: build and record the steps ready() gives")
+
+    def chosen(self, dref: DRef | str) -> tuple[RRef, ...] | None:
+        """The realizations chosen for ``dref`` so far, or None if not yet chosen."""
+        return self._chosen.get(DRef.parse(dref))
+
+    def close(self) -> None:
+        """Release every lock this plan holds; steps still out can be published, but not
+        recorded."""
+        for held in self._out.values():
+            held.lock.close()
+        self._out.clear()
+        self._again.clear()
+        self._closed = True
+
+    def __enter__(self) -> Plan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ deciding
+
+    def _guarded(self, drv: Derivation, found: list[BuildStep], *, wait: bool) -> None:
+        """``_examine``, recording a matcher's error as this derivation's failure."""
+        try:
+            self._examine(drv, found, wait=wait)
+        except NixletError as e:
+            self._failed[drv.dref] = e
+            raise
+
+    def _examine(self, drv: Derivation, found: list[BuildStep], *, wait: bool) -> bool:
+        """Choose for ``drv`` if its matcher is satisfied; else take its lock and hand its
+        step out. False if another process holds the lock (and ``wait`` is False)."""
+        context = {dep: self._chosen[dep] for dep in drv.config.deps}
+        prefix = context_of(context)[1]
+        forced = drv.dref in self.forced
+        if not forced:
+            picked = _match(drv, self.store, records.list_rrefs(self.store, drv.dref, prefix))
+            if picked is not None:
+                self._choose(drv, picked)
+                return True
+        lock = contextlib.ExitStack()
+        if not lock.enter_context(locks.derivation_lock(self.store, drv.dref, wait=wait)):
+            lock.close()
+            self._busy.append(drv)
+            return False
+        try:
+            # Another process may have built it while this one waited for the lock.
+            existing = records.list_rrefs(self.store, drv.dref, prefix)
+            picked = None if forced else _match(drv, self.store, existing)
+        except BaseException:
+            lock.close()
+            raise
+        if picked is not None:
+            lock.close()
+            self._choose(drv, picked)
+            return True
+        step = BuildStep(self.store, drv.dref, drv.config, drv.code, context, drv.realizer)
+        self._out[drv.dref] = _Held(step, drv, lock, prefix, existing)
+        found.append(step)
+        return True
+
+    def _retry_busy(self, found: list[BuildStep], limit: int) -> bool:
+        """Try, without waiting, the derivations whose lock was busy; True if any moved."""
+        busy, self._busy = self._busy, []
+        moved = False
+        for i, drv in enumerate(busy):
+            if len(found) >= limit:
+                self._busy.extend(busy[i:])
+                break
+            before = len(self._busy)
+            self._guarded(drv, found, wait=False)
+            moved = moved or len(self._busy) == before
+        return moved
+
+    def _choose(self, drv: Derivation, picked: tuple[RRef, ...]) -> None:
+        self._chosen[drv.dref] = picked
+        for dependent in self._dependents.get(drv.dref, ()):
+            self._missing[dependent.dref] -= 1
+            if self._missing[dependent.dref] == 0:
+                self._candidates.append(dependent)
+
+    def _check_progress(self, drv: Derivation, held: _Held, new: list[RRef]) -> None:
+        name = matcher_name(drv.matcher)
+        if not new:
+            raise MatcherError(
+                f"{name} still asks for more realizations of {drv.dref}, but its last build "
+                "added nothing new (a deterministic build gives the same RRef again); use a "
+                "matcher it can satisfy",
+                matcher=name,
+                dref=drv.dref,
+            )
+        if self.max_builds is not None and held.builds >= self.max_builds:
+            raise MatcherError(
+                f"{name} still asks for more realizations of {drv.dref} after {held.builds} "
+                f"builds in this realize (max_builds={self.max_builds}); its builds may not "
+                "make what it looks for. Check the matcher against a realization "
+                "(lsref, catref), or raise max_builds",
+                matcher=name,
+                dref=drv.dref,
+            )
+
+    def _take(self, step: BuildStep) -> _Held:
+        self._check_open()
+        held = self._out.get(step.dref)
+        if held is None or step.dref in self._again:
+            raise UsageError(f"{step.dref} is not a step this plan handed out", argument="step")
+        del self._out[step.dref]
+        return held
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError("this plan is closed")
+
+
+def plan(
+    closure: Closure,
+    force_rebuild: ForceRebuild = (),
+    store: Store | str | os.PathLike[str] | None = None,
+    *,
+    max_builds: int | None = MAX_BUILDS,
+) -> Plan:
+    """Start realizing ``closure``: a ``Plan`` to drive with ``ready``, ``record`` and
+    ``result``; use it as a context manager (closing releases its locks).
+
+    Args:
+        closure: what ``instantiate`` returned.
+        force_rebuild: DRefs to build once more even if their matcher is satisfied; ``True``
+            is the target. A DRef alone is accepted as well as a list.
+        store: the store to realize in (default: the closure's).
+        max_builds: the most builds of one derivation while its matcher asks for more
+            (``None``: no bound). The default, 1000, stops a runaway matcher.
+
+    Raises:
+        ClosureError: a forced DRef is not in the closure.
+        UsageError: ``closure`` is not a Closure, or ``max_builds`` is not positive.
+    """
+    if not isinstance(closure, Closure):
+        raise UsageError(
+            f"realize needs the Closure that instantiate returns, got {closure!r}; for a "
+            "DRef declared with instantiate_inplace, use realize_inplace",
+            argument="closure",
+        )
+    if max_builds is not None and (type(max_builds) is not int or max_builds < 1):
+        raise UsageError(
+            f"max_builds must be a positive int or None, got {max_builds!r}", argument="max_builds"
+        )
+    target = resolve(store if store is not None else closure.store)
+    return Plan(closure, target, frozenset(_forced(closure, force_rebuild)), max_builds)
+
+
+def _forced(closure: Closure, force_rebuild: ForceRebuild) -> set[DRef]:
+    if force_rebuild is True:
+        return {closure.result}
+    if force_rebuild is False or force_rebuild is None:
+        return set()
+    if isinstance(force_rebuild, (DRef, str)):
+        force_rebuild = [force_rebuild]  # not iterated character by character
+    known = {d.dref for d in closure.derivations}
+    try:
+        forced = {DRef.parse(d) for d in force_rebuild}
+    except TypeError:
+        raise UsageError(
+            f"force_rebuild takes True, a DRef or a list of DRefs, got {force_rebuild!r}",
+            argument="force_rebuild",
+        ) from None
+    unknown = forced - known
+    if unknown:
+        raise ClosureError(f"cannot force {sorted(map(str, unknown))}: not in this closure")
+    return forced
+
+
+def _match(drv: Derivation, store: Store, rrefs: list[RRef]) -> tuple[RRef, ...] | None:
+    picked = drv.matcher(store, list(rrefs))
+    if picked is None:
+        return None
+    if not isinstance(picked, (list, tuple)) or not set(picked) <= set(rrefs):
+        raise MatcherError(
+            f"matcher {matcher_name(drv.matcher)} of {drv.dref} returned {picked!r}, which is "
+            "not a list of the RRefs it was given",
+            matcher=matcher_name(drv.matcher),
+            dref=drv.dref,
+        )
+    return tuple(picked)

@@ -1,0 +1,293 @@
+"""Publishing: what a build step staged becomes part of the store, durably, by one rename
+per object. The third part of the plan / build one step / publish protocol.
+
+Layout (docs/store-format.md has it whole)::
+
+    <root>/format                           store format record
+    <root>/<dhash>-<name>/config.json       derivation record: canonical config ...
+    <root>/<dhash>-<name>/code              ... and code identity (fingerprint or version)
+    <root>/<dhash>-<name>/<rhash>/out/      a realization's files, as the build wrote them
+    <root>/<dhash>-<name>/<rhash>/meta.json its context, manifest and build times
+    <root>/.tmp/<host>-<pid>-<rand>/        one process's staging (nixlet.store.staging)
+    <root>/.locks/build.lock                per-derivation build locks (nixlet.store.locks)
+
+Every object (a realization, with its derivation's record the first time) is staged under
+``.tmp`` on the same filesystem, sealed (``nixlet.store.sealing``), made durable, and
+published by one ``rename``: readers see all of it or none. Publishing needs no lock: a
+rename onto a name that exists fails, and the object there has the same name, so the same
+bytes. Any process sharing the store can publish what any other staged.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+
+from nixlet.store import durability, staging
+from nixlet.store.layout import CODE_FILE, CONFIG_FILE, has_derivation, rref_dir_str
+from nixlet.store.sealing import FULL, removed_on_error, write_record
+from nixlet.values.config import Config
+from nixlet.values.errors import StoreError
+from nixlet.values.model import Store
+from nixlet.values.refs import DRef, RRef
+
+#: "publish <rref>" for a new realization, "exists <rref>" for one the store already held.
+log = logging.getLogger("nixlet.publish")
+
+
+@attrs.frozen
+class Staged:
+    """What ``build_step`` returns: the realizations one build left sealed in staging,
+    ready for ``publish``. Picklable: any process sharing the store can publish it.
+
+    ``objects[i]`` is the staged folder of ``rrefs[i]``, or ``None`` where the store
+    already holds that RRef (a deterministic rebuild); ``paths[i]`` lists the files and
+    folders under it. The derivation's record (``config``, ``code``) travels along: it enters
+    the store with the derivation's first realization.
+    """
+
+    store: Store
+    dref: DRef
+    config: Config
+    code: str
+    rrefs: tuple[RRef, ...]
+    objects: tuple[str | None, ...]
+    paths: tuple[tuple[str, ...], ...]
+    nbytes: int
+
+
+def publish(staged: Staged) -> list[RRef]:
+    """Publish what one build step staged; return its RRefs, durable on return.
+
+    Raises:
+        StoreError: the staged objects are gone (their staging was removed as garbage) or
+            the disk is full; nothing of this step is published and its staging is removed.
+    """
+    return publish_many([staged])[0]
+
+
+def publish_many(staged: Sequence[Staged]) -> list[list[RRef]]:
+    """Publish several steps' results with one durable flush; return each one's RRefs,
+    durable on return."""
+    if not staged:
+        return []
+    with publishing(staged[0].store) as publisher:
+        return publisher.publish_many(staged)
+
+
+@attrs.define(eq=False)
+class Publisher:
+    """Publishes batches into one store and makes their names durable when its
+    ``publishing`` block ends: a driver that publishes step after step (a chain of builds)
+    pays one flush of names for the whole run instead of one per step. Each object's data
+    is durable before the rename that publishes it, whatever the batch."""
+
+    store: Store
+    touched: set[str] = attrs.field(factory=set, init=False)
+
+    def publish_many(self, staged: Sequence[Staged]) -> list[list[RRef]]:
+        """Publish several steps' results as one batch (one durable flush of their data);
+        return each one's RRefs. Their names are durable when the block ends."""
+        for item in staged:
+            if item.store.root != self.store.root:
+                raise StoreError(
+                    f"{item.dref} was staged in {item.store.root}, not in {self.store.root}",
+                    path=item.store.root,
+                    ref=item.dref,
+                )
+        items = [_Item(s, i) for s in staged for i in range(len(s.rrefs))]
+        moves: list[_Move] = []
+        try:
+            fresh = _publish_batch(self.store, items, moves, self.touched)
+        except OSError as e:
+            # Whatever is still in staging was not published: remove it, so that a full disk
+            # is not kept full by the batch that failed (a published object has left its
+            # staging path, so this never touches the store's objects).
+            for path in [m.folder for m in moves] + [i.obj for i in items if i.obj]:
+                staging.remove_tree(path)
+            raise _publish_error(self.store, e) from None
+        for one, new in zip(items, fresh, strict=True):
+            log.info("%s %s", "publish" if new else "exists", one.rref)
+        return [list(s.rrefs) for s in staged]
+
+    def flush(self) -> None:
+        """Make every name published so far durable (the end of the block does this)."""
+        if self.touched:
+            durability.flush(self.store, [Path(p) for p in sorted(self.touched)])
+            self.touched.clear()
+
+
+@contextmanager
+def publishing(store: Store) -> Iterator[Publisher]:
+    """A ``Publisher`` for ``store`` whose published names are durable when the block
+    ends, even when it ends by an exception (what was published stays published)."""
+    publisher = Publisher(store)
+    try:
+        yield publisher
+    finally:
+        publisher.flush()
+
+
+def _publish_error(store: Store, e: OSError) -> StoreError:
+    if e.errno in FULL:
+        why = f"the store {store.root} is full ({errno.errorcode.get(e.errno or 0)})"
+    elif e.errno == errno.ENOENT:
+        why = (
+            "a staged object is gone: its staging folder was removed (remove_staging_garbage "
+            "of a process that built it after it ended?)"
+        )
+    else:
+        why = f"{e.strerror} ({e.filename})"
+    return StoreError(
+        f"cannot publish into {store.root}: {why}; nothing of this batch was published",
+        path=store.root,
+    )
+
+
+@attrs.frozen
+class _Item:
+    """One realization of a batch: the ``index``-th of a step's results."""
+
+    step: Staged
+    index: int
+
+    @property
+    def rref(self) -> RRef:
+        return self.step.rrefs[self.index]
+
+    @property
+    def obj(self) -> str | None:
+        return self.step.objects[self.index]
+
+    @property
+    def relpaths(self) -> tuple[str, ...]:
+        return self.step.paths[self.index]
+
+
+@attrs.frozen
+class _Move:
+    """One rename of a batch: a staged object to its RRef's folder, or a staged derivation
+    folder (record and objects) to its DRef's folder."""
+
+    folder: str
+    name: str
+    held: list[int]  # indexes of the items it publishes
+    record: bool
+
+
+def _publish_batch(
+    store: Store, items: Sequence[_Item], moves: list[_Move], touched: set[str]
+) -> list[bool]:
+    """Stage the records the batch needs, make it durable, rename each object into place.
+
+    A derivation enters the store with its first realization: its record is staged beside
+    the batch's objects of that derivation and the whole folder appears by one rename, so
+    a build that fails leaves nothing. Returns, for each item, whether it added a new
+    realization; fills ``moves`` as it goes (for the caller's cleanup) and adds the folders
+    whose entries changed to ``touched``.
+    """
+    fresh = [False] * len(items)
+    records: dict[DRef, int] = {}
+    seen: set[RRef] = set()
+    for i, item in enumerate(items):
+        if item.obj is None:
+            continue
+        dref = item.step.dref
+        if item.rref in seen:
+            staging.remove_tree(item.obj)  # built twice in this batch: same name, same bytes
+            continue
+        seen.add(item.rref)
+        if has_derivation(store, dref):
+            moves.append(_Move(item.obj, rref_dir_str(store, item.rref), [i], record=False))
+            continue
+        if dref not in records:
+            records[dref] = len(moves)
+            folder = _stage_record(store, item.step)
+            moves.append(_Move(folder, os.path.join(store.root, dref.key), [], record=True))
+        move = moves[records[dref]]
+        os.rename(item.obj, os.path.join(move.folder, item.rref.rhash))
+        move.held.append(i)
+    durability.make_durable(store, _batch_paths(items, moves), sum(s.nbytes for s in _steps(items)))
+    for move in moves:
+        touched.add(os.path.dirname(move.name))
+        if move.record:
+            touched.add(move.name)
+        for i in _publish_folder(store, items, move):
+            fresh[i] = True
+    return fresh
+
+
+def _steps(items: Iterable[_Item]) -> list[Staged]:
+    return list({id(item.step): item.step for item in items}.values())
+
+
+def _publish_folder(store: Store, items: Sequence[_Item], move: _Move) -> list[int]:
+    """Rename one staged folder (an object, or a record holding objects) into place and
+    make its realization folders read-only; return the items it published."""
+    folder, held = move.folder, move.held
+    if _rename_new(folder, move.name):
+        published = held
+    elif move.record:
+        # The derivation was recorded meanwhile (same name, same bytes): publish the
+        # objects into it one by one, and drop the staged record.
+        published = [
+            i
+            for i in held
+            if _rename_new(
+                os.path.join(folder, items[i].rref.rhash), rref_dir_str(store, items[i].rref)
+            )
+        ]
+        staging.remove_tree(folder)
+    else:
+        staging.remove_tree(folder)
+        published = []
+    # A realization folder stays writable until it is in place: moving a folder to a new
+    # parent needs write access to it (its '..' entry changes).
+    for i in published:
+        os.chmod(rref_dir_str(store, items[i].rref), 0o555)
+    return published
+
+
+def _batch_paths(items: Sequence[_Item], moves: list[_Move]) -> Iterator[Path]:
+    """Every file and folder of a batch, where it is staged now (for the per-path fallback
+    of ``durability.make_durable``; syncfs does not look at them)."""
+    for move in moves:
+        if move.record:
+            yield from _record_paths(move.folder)
+            for i in move.held:
+                obj = Path(move.folder, items[i].rref.rhash)
+                yield from (obj / rel for rel in items[i].relpaths)
+        else:
+            yield from (Path(move.folder, rel) for rel in items[move.held[0]].relpaths)
+
+
+def _stage_record(store: Store, step: Staged) -> str:
+    """Stage a derivation folder holding its record (its objects are moved in after)."""
+    folder = staging.new_staging_path(store, "drv")
+    with removed_on_error(store, folder):
+        write_record(os.path.join(folder, CONFIG_FILE), step.config.canonical)
+        write_record(os.path.join(folder, CODE_FILE), step.code.encode("utf-8"))
+        # Staging folders are 0700; a store may be shared by a group (and rsync copies modes).
+        os.chmod(folder, 0o755)
+    return folder
+
+
+def _record_paths(folder: str) -> list[Path]:
+    return [Path(folder, CONFIG_FILE), Path(folder, CODE_FILE), Path(folder)]
+
+
+def _rename_new(src: str | Path, dst: str | Path) -> bool:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists; False if it did."""
+    try:
+        os.rename(src, dst)
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            return False
+        raise
+    return True

@@ -1,0 +1,212 @@
+"""Sealing: turning the output folders a build left in staging into realization objects,
+ready to publish. Part of the store layer: it checks where the outputs are, gives every
+hardlinked file a private copy, hashes the manifest, writes ``meta.json`` and makes the object
+read-only and canonical, all inside staging. Nothing here touches a published object or a
+file outside the store's staging area.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+
+from nixlet.store import staging, syscalls
+from nixlet.store.layout import CANONICAL_MTIME, META_FILE, OUT, TMP, rref_dir_str
+from nixlet.store.records import meta_record
+from nixlet.values import manifest as manifest_mod
+from nixlet.values.context import realization_hash
+from nixlet.values.errors import BuildError, StoreError
+from nixlet.values.model import Store
+from nixlet.values.refs import DRef, RRef
+
+#: errno values that mean "the disk is full": the store cannot take more until space is freed.
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@attrs.frozen
+class Sealed:
+    """One realization object in staging: its RRef, its folder (``out/`` and ``meta.json``,
+    sealed; ``None`` when the store already holds this RRef, as after a deterministic
+    rebuild), the paths under it (for the per-path durability fallback) and its bytes."""
+
+    rref: RRef
+    obj: str | None
+    relpaths: tuple[str, ...] = ()
+    nbytes: int = 0
+
+
+def check_outputs(store: Store, dref: DRef, outdirs: Sequence[Path]) -> list[str]:
+    """The output folders a realizer returned, as absolute paths, after checking that each
+    is a real folder (not a symlink, not reached through one) inside this store's staging
+    area, that none is given twice and that none holds another.
+
+    Sealing makes an object read-only and resets its mtimes: done through a symlink it
+    would change the user's files outside the store, so such outputs are refused before
+    anything is touched.
+
+    Raises:
+        BuildError: an output breaks one of these rules.
+    """
+    tmp = os.path.realpath(store.root / TMP)
+    found: list[str] = []
+    for outdir in outdirs:
+        path = os.path.abspath(outdir)
+        real = os.path.realpath(path)
+        inside = real.startswith(tmp + os.sep) and staging.is_staging(store, Path(path))
+        lexical = os.path.relpath(path, os.path.abspath(store.root / TMP))
+        if not inside or os.path.relpath(real, tmp) != lexical or not os.path.isdir(real):
+            _refuse(
+                dref,
+                outdir,
+                "which is not a folder in the store's staging area "
+                f"{store.root / TMP} (a symlink, or a folder outside it); build into the "
+                "folders build_wrapper gives",
+            )
+        if any(_overlap(real, f) for f in found):
+            _refuse(dref, outdir, "twice, or inside another of its outputs")
+        found.append(real)
+    return found
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep)
+
+
+def _refuse(dref: DRef, outdir: object, why: str) -> None:
+    raise BuildError(
+        f"realizer of {dref} returned {outdir}, {why}", dref=dref, cause=None, staging=None
+    )
+
+
+def seal(
+    store: Store,
+    dref: DRef,
+    context_bytes: bytes,
+    outdir: str,
+    started: float,
+    finished: float,
+) -> Sealed:
+    """Turn one checked output folder into a sealed realization object in staging.
+
+    Raises:
+        BuildError: the output holds a special file or a name that is not UTF-8, or a file
+            the build left unreadable.
+        StoreError: the disk is full (the staged object is removed).
+    """
+    try:
+        manifest = manifest_mod.scan(
+            Path(outdir), writeback=syscalls.start_writeback, unshare=_unshare
+        )
+    except manifest_mod.UnsupportedEntry as e:
+        raise BuildError(
+            f"output of {dref} refused: {e}", dref=dref, cause=str(e), staging=Path(outdir)
+        ) from None
+    except OSError as e:
+        if e.errno in FULL:
+            raise _full(store, e) from None
+        raise BuildError(
+            f"output of {dref} cannot be read: {e}", dref=dref, cause=str(e), staging=Path(outdir)
+        ) from None
+    manifest_bytes = manifest.canonical()
+    rref = RRef(realization_hash(context_bytes, manifest_bytes), dref.dhash, dref.name)
+    if os.path.exists(rref_dir_str(store, rref)):
+        staging.remove_tree(outdir)
+        return Sealed(rref, None)
+    with removed_on_error(store, outdir):
+        obj = _object_folder(store, outdir)
+    with removed_on_error(store, obj):
+        meta = meta_record(context_bytes, manifest_bytes, started, finished)
+        write_record(os.path.join(obj, META_FILE), meta)
+        _seal(obj, manifest)
+    relpaths = tuple(f"{OUT}/{e.path}" for e in manifest.entries if e.kind != "symlink")
+    return Sealed(rref, obj, (*relpaths, META_FILE, OUT, "."), manifest.total_size)
+
+
+def _unshare(path: str, st: os.stat_result) -> None:
+    """Give a hardlinked output file a private copy before it is sealed.
+
+    A build may link a large input into its output to avoid a copy; sealing would then
+    chmod the user's original and reset its mtime, and a later edit of the original would
+    silently change the published realization. The copy is made beside the link and renamed
+    over it, so the original is only read.
+    """
+    tmp = f"{path}.nixlet-unshare"
+    shutil.copyfile(path, tmp)  # copy_file_range where the kernel has it: a reflink on btrfs/xfs
+    os.chmod(tmp, stat.S_IMODE(st.st_mode))
+    os.replace(tmp, path)
+
+
+def _full(store: Store, e: OSError) -> StoreError:
+    return StoreError(
+        f"the store {store.root} is full ({errno.errorcode.get(e.errno or 0, e.errno)}: "
+        f"{e.strerror}); nothing of this build was published. Free space (rmref, "
+        "remove_staging_garbage) and realize again",
+        path=store.root,
+    )
+
+
+@contextmanager
+def removed_on_error(store: Store, path: str) -> Iterator[None]:
+    """Remove a staged folder if the block fails, and report a full disk as a StoreError:
+    a half-written object must not stay behind to hold the space the user has to free."""
+    try:
+        yield
+    except OSError as e:
+        staging.remove_tree(path)
+        if e.errno in FULL:
+            raise _full(store, e) from None
+        raise
+    except BaseException:
+        staging.remove_tree(path)
+        raise
+
+
+def _object_folder(store: Store, outdir: str) -> str:
+    """The staging folder that becomes the realization object, with ``outdir`` as its
+    ``out/``. build_wrapper already builds into ``<staging>/out`` alone in its folder, so
+    that folder is used as it is (saving a mkdir and a rename per build)."""
+    parent, name = os.path.split(outdir.rstrip(os.sep))
+    if name == OUT and os.listdir(parent) == [OUT] and staging.is_staging(store, Path(parent)):
+        return parent
+    obj = staging.new_staging_path(store, "rref")
+    os.rename(outdir, os.path.join(obj, OUT))
+    return obj
+
+
+def write_record(path: str, data: bytes) -> None:
+    """Create a published-to-be file: read-only from the start, with the canonical mtime."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        view = memoryview(data)
+        while view:  # os.write may write less than asked (a full disk, a signal)
+            view = view[os.write(fd, view) :]
+        os.utime(fd, (CANONICAL_MTIME, CANONICAL_MTIME))
+    finally:
+        os.close(fd)
+
+
+def _seal(obj: str, manifest: manifest_mod.Manifest) -> None:
+    """Make a staged object read-only and canonical before it is published. Symlinks are
+    never followed: ``check_outputs`` refused a symlinked output folder, and a symlink inside
+    one is recorded as a symlink and only has its own mtime set."""
+    out = os.path.join(obj, OUT)
+    canonical = (CANONICAL_MTIME, CANONICAL_MTIME)
+    for e in manifest.entries:
+        path = os.path.join(out, e.path)
+        if e.kind == "file":
+            os.chmod(path, 0o555 if e.executable else 0o444)
+            os.utime(path, canonical, follow_symlinks=False)
+        elif e.kind == "symlink":
+            os.utime(path, canonical, follow_symlinks=False)
+    # Children before parents: a read-only folder cannot have its entries changed.
+    for e in reversed(manifest.entries):
+        if e.kind == "dir":
+            os.chmod(os.path.join(out, e.path), 0o555)
+    os.chmod(out, 0o555)
