@@ -70,7 +70,8 @@ def write_report(b: nx.Build) -> None:
     c = nx.build_cattrs(b)
     model = json.loads(nx.build_path(b, [c.model, "model.json"]).read_text())
     score = float(nx.build_path(b, [c.model, "score.txt"]).read_text())
-    text = f"y = {model['w']:.3f} x + {model['b']:.3f}   (rmse {math.sqrt(-score):.3f})\n"
+    sign = "-" if model["b"] < 0 else "+"
+    text = f"y = {model['w']:.3f} x {sign} {abs(model['b']):.3f}   (rmse {math.sqrt(-score):.3f})\n"
     (nx.build_outpath(b) / "report.txt").write_text(text)
 
 
@@ -92,12 +93,13 @@ class _BuildCounter(logging.Handler):
 
 
 def main() -> int:
-    """Realize the pipeline on the default store and say what was built."""
+    """Realize the pipeline on the default store and say what was built and where it is."""
     store = nx.store_initialize()
     counter = _BuildCounter()
     logging.getLogger("nixlet.build").addHandler(counter)
     logging.getLogger("nixlet.build").setLevel(logging.INFO)
     print(f"store: {store.root}")
+    print("  (the folder where nixlet keeps every build; set NIXLET_STORE to use another)")
     started = time.perf_counter()
     closure = nx.instantiate(report)
     rref = nx.realize(closure)
@@ -106,14 +108,16 @@ def main() -> int:
     trained = nx.drefrrefs(closure.derivations[1].dref)
     print(f"train has {len(trained)} realizations; match_best chose the best of them")
     if counter.built:
-        print(
-            f"built {len(counter.built)} derivations in {elapsed:.2f} s: {', '.join(counter.built)}"
-        )
+        names = ", ".join(nx.DRef.parse(d).name for d in counter.built)
+        print(f"built {len(counter.built)} derivations in {elapsed:.2f} s: {names}")
     else:
         print(f"nothing to build: every realization came from the store ({elapsed:.3f} s)")
     print(f"result: {rref}")
+    # A newcomer's next question is where the result is: the folder the build wrote.
+    files = nx.rref2path(rref)
+    print(f"result files (read-only): {files}")
+    print(f"  try: cat {files / 'report.txt'}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

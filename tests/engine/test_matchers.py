@@ -202,7 +202,7 @@ def test_match_best_ranks_and_skips_with_warnings(store: nx.Store, tmp_path: Pat
     messages = [str(w.message) for w in caught]
     assert len(messages) == 4
     assert sum("is missing" in m for m in messages) == 1
-    assert sum("does not hold a number" in m for m in messages) == 3
+    assert sum("not a number" in m for m in messages) == 3
     assert all("match_best" in m for m in messages)
     with pytest.warns(nx.NixletWarning):
         assert nx.match_best("score.txt", minimize=True)(store, rrefs) == [r[" 0.1\n"]]
@@ -225,18 +225,67 @@ def test_match_best_without_bad_realizations_warns_nothing(store: nx.Store, tmp_
 
 
 def test_match_best_builds_until_enough_are_scored(store: nx.Store, tmp_path: Path) -> None:
-    """Inside realize, match_best asks for builds until one realization has a score,
+    """Inside realize, match_best asks for builds until ``n`` realizations have a score,
     warning about the ones it skipped."""
     specs = [
-        [{"path": "other", "file": "x"}],
+        [{"path": "score.txt", "file": "0.3"}],
         [{"path": "score.txt", "file": "abc"}],
         [{"path": "score.txt", "file": "0.7"}],
     ]
-    c = nx.instantiate(tree_stage, tmp_path, specs, nx.match_best("score.txt"))
+    c = nx.instantiate(tree_stage, tmp_path, specs, nx.match_best("score.txt", n=2))
     with pytest.warns(nx.NixletWarning):
-        r = nx.realize(c)
-    assert nx.catref(r, "score.txt") == "0.7"
+        rrefs = nx.realize_many(c)
+    assert [nx.catref(r, "score.txt") for r in rrefs] == ["0.7", "0.3"]
     assert builds(tmp_path / "log") == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "path"),
+    [("accuracy: 0.42\n", "acc.txt"), ("0.42", "accuracy.txt"), ("nan", "acc.txt")],
+    ids=["not-a-number", "misspelt-file", "nan"],
+)
+def test_match_best_stops_when_no_build_gives_a_score(
+    store: nx.Store, tmp_path: Path, content: str, path: str
+) -> None:
+    """A non-deterministic build whose score file never holds a usable number (text around
+    it, another file name, NaN) used to be built forever (7,045 realizations before it was
+    killed): realize stops after the first build with a MatcherError that names the file and
+    what it read, and the realization stays in the store for inspection."""
+    specs = [[{"path": path, "file": content}]] * 3
+    c = nx.instantiate(tree_stage, tmp_path, specs, nx.match_best("acc.txt"))
+    with pytest.raises(nx.MatcherError) as e:
+        nx.realize(c)
+    assert builds(tmp_path / "log") == 1
+    assert "acc.txt" in str(e.value) and e.value.dref == c.result
+    expected = "is missing" if path != "acc.txt" else repr(content.encode())
+    assert expected in str(e.value)
+    assert len(nx.drefrrefs(c.result)) == 1
+
+
+def _never_satisfied(store: nx.Store, rrefs: list[nx.RRef]) -> list[nx.RRef] | None:
+    return None
+
+
+def test_max_builds_bounds_a_matcher_that_never_chooses(store: nx.Store, tmp_path: Path) -> None:
+    """A matcher that keeps asking for more while every build adds a new realization is
+    stopped by ``max_builds`` with a MatcherError naming the bound, after exactly that many
+    builds."""
+    log = str(tmp_path / "log")
+    c = nx.instantiate(lambda m: _random(m, log, _never_satisfied))
+    with pytest.raises(nx.MatcherError, match="max_builds=4"):
+        nx.realize(c, max_builds=4)
+    assert builds(tmp_path / "log") == 4
+    assert len(nx.drefrrefs(c.result)) == 4
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../x", "a/../b", "", "./s", "a//b"])
+def test_match_best_refuses_files_outside_the_realization(bad: str) -> None:
+    """match_best reads a file inside each realization: an absolute path or one with
+    ``..`` (which would read outside it) is refused when the matcher is made."""
+    with pytest.raises(nx.UsageError) as e:
+        nx.match_best(bad)
+    assert e.value.argument == "filename"
+    assert nx.match_best("metrics/acc.txt").filename == "metrics/acc.txt"
 
 
 def test_matcher_of_upstream_selects_for_downstream(store: nx.Store, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import attrs
 
 from nixlet.store import layout, records
+from nixlet.values.config import plain_parts
 from nixlet.values.errors import MatcherError, NixletWarning, UsageError
 from nixlet.values.model import Store
 from nixlet.values.refs import RRef
@@ -104,49 +105,77 @@ class match_exact:  # noqa: N801
         return sorted(self.rrefs)
 
 
+def _relative_file(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if type(value) is not str or not plain_parts(value.split("/")):
+        raise UsageError(
+            f"{attribute.name} must be a path inside the realization, as 'score.txt' or "
+            f"'metrics/acc.txt' (no leading '/', no '.' or '..' parts), got {value!r}",
+            argument=attribute.name,
+        )
+
+
 @attrs.frozen
 class match_best:  # noqa: N801
-    """The ``n`` realizations whose file ``filename`` holds the highest number (the lowest
-    with ``minimize=True``). A realization without the file, or with something else than a
-    number in it, is skipped with a ``NixletWarning``; more are built until ``n`` are
-    scored."""
+    """The ``n`` realizations whose file ``filename`` (a path inside the realization, as
+    ``"metrics/acc.txt"``) holds the highest number (the lowest with ``minimize=True``).
 
-    filename: str
+    A realization without the file, or with something else than a number in it, is skipped
+    with a ``NixletWarning``, and more are built until ``n`` are scored. When there are
+    realizations but none has a usable score (the build writes ``accuracy: 0.42``, or another
+    file name), building more would never end: ``MatcherError`` says what was read.
+    """
+
+    filename: str = attrs.field(validator=_relative_file)
     n: int = attrs.field(default=1, validator=_positive)
     minimize: bool = False
 
     def __call__(self, store: Store, rrefs: list[RRef], /) -> list[RRef] | None:
-        scores = dict(self._scores(store, rrefs))
+        scores: dict[RRef, float] = {}
+        problems: dict[RRef, str] = {}
+        for rref in rrefs:
+            score = self._score(store, rref)
+            if isinstance(score, float):
+                scores[rref] = score
+            else:
+                problems[rref] = score
+        if rrefs and not scores:
+            raise self._unusable(problems)
+        for rref, why in problems.items():
+            warnings.warn(f"match_best: skipping {rref}: {why}", NixletWarning, stacklevel=2)
         if len(scores) < self.n:
             return None
         ranked = sorted(scores, key=lambda r: (scores[r], r), reverse=not self.minimize)
         return ranked[: self.n]
 
-    def _scores(self, store: Store, rrefs: Iterable[RRef]) -> Iterable[tuple[RRef, float]]:
-        for rref in rrefs:
-            path = os.path.join(layout.rref_dir_str(store, rref), layout.OUT, self.filename)
-            try:
-                yield rref, _finite(float(records.read_bytes(path).decode().strip()))
-            except (OSError, ValueError) as e:
-                warnings.warn(
-                    f"match_best: skipping {rref}: {self.filename} {_why(e)}",
-                    NixletWarning,
-                    stacklevel=2,
-                )
+    def _score(self, store: Store, rref: RRef) -> float | str:
+        """The realization's score, or why it has none."""
+        path = os.path.join(layout.rref_dir_str(store, rref), layout.OUT, self.filename)
+        try:
+            data = records.read_bytes(path)
+        except FileNotFoundError:
+            return f"{self.filename} is missing"
+        except OSError as e:
+            return f"{self.filename} cannot be read ({e.strerror})"
+        try:
+            return _finite(float(data.decode().strip()))
+        except (ValueError, UnicodeDecodeError):
+            return f"{self.filename} holds {data[:60]!r}, not a number"
+
+    def _unusable(self, problems: dict[RRef, str]) -> MatcherError:
+        rref, why = max(problems.items())
+        return MatcherError(
+            f"{self!r}: none of the {len(problems)} realizations of {rref.dref} has a usable "
+            f"score ({why}, in {rref}); building more would not change that. Write a single "
+            f"number to {self.filename} in the build, or fix the matcher's file name",
+            matcher=repr(self),
+            dref=rref.dref,
+        )
 
 
 def _finite(x: float) -> float:
     if x != x or x in (float("inf"), float("-inf")):
         raise ValueError(f"{x} is not a finite score")
     return x
-
-
-def _why(e: Exception) -> str:
-    if isinstance(e, FileNotFoundError):
-        return "is missing"
-    if isinstance(e, ValueError):
-        return f"does not hold a number ({e})"
-    return f"cannot be read ({e})"
 
 
 def matcher_name(matcher: object) -> str:
