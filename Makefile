@@ -22,6 +22,7 @@ test: system $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 	$(PY) -m mypy --strict
 	$(PY) -m ruff check src tests benchmarks demos
+	$(VENV)/bin/lint-imports
 
 # The long crash and concurrency campaigns (short versions run in `make test`).
 campaign: system $(STAMP)
@@ -32,6 +33,7 @@ typecheck: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks demos
+	$(VENV)/bin/lint-imports
 
 demo: $(STAMP)
 	$(PY) demos/pipeline.py

@@ -3,7 +3,8 @@
     dataset ──▶ train (3 random restarts, best chosen by match_best) ──▶ report
 
 Run it twice (`make demo`): the first run builds the three stages, the second finds every
-realization in the store, builds nothing, and says so.
+realization in the store, builds nothing, and says so. Both runs end with the folder that
+holds the result's files.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import math
 import random
+import shlex
 import sys
 import time
 
@@ -116,8 +118,9 @@ def main() -> int:
     # A newcomer's next question is where the result is: the folder the build wrote.
     files = nx.rref2path(rref)
     print(f"result files (read-only): {files}")
-    print(f"  try: cat {files / 'report.txt'}")
+    print(f"  try: cat {shlex.quote(str(files / 'report.txt'))}")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,10 @@
 """The docs' examples are real: every ```python block of docs/*.md runs here.
 
 One test per markdown file: its blocks run in order, in one namespace, in a fresh store
-(``NIXLET_STORE`` in a temporary folder, which is also the working directory). Each block is
+(``NIXLET_STORE`` in a temporary folder, which is also the working directory). The pages a
+newcomer runs first (quick start, tutorial, how-to) also run twice in one process, beside a
+default store that holds other work, from a working directory that must stay empty: each
+makes its own store with ``tempfile.mkdtemp()``, which lands in the test's folder. Each block is
 compiled against the markdown file itself, with its own line numbers, so a traceback points
 at the line of the doc, and ``inspect.getsource`` (which the code fingerprint uses) finds the
 functions the doc defines. Blocks that must not run use another fence tag (text, console,
@@ -14,7 +17,9 @@ every entry is a public name, and a signature line under an entry matches the re
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,16 +71,73 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
     return blocks
 
 
-@pytest.mark.parametrize("md", MARKDOWN, ids=[p.name for p in MARKDOWN])
-def test_examples_run(md: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NIXLET_STORE", str(tmp_path / "store"))
-    store_mod.reset_default()
-    inplace._managers.clear()
-    monkeypatch.chdir(tmp_path)
+def run_page(md: Path) -> dict[str, object]:
+    """Run the ```python blocks of ``md`` in order, in a new namespace; return it."""
     namespace: dict[str, object] = {"__name__": f"docs_{md.stem.replace('-', '_')}"}
     for lineno, code in python_blocks(md.read_text(encoding="utf-8")):
         # Leading newlines keep the doc's line numbers in tracebacks and for getsource.
         exec(compile("\n" * (lineno - 1) + code, str(md), "exec"), namespace)
+    return namespace
+
+
+@pytest.fixture
+def page_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where ``tempfile.mkdtemp()`` makes the folders a page asks for (its own stores):
+    inside the test's folder, so that runs leave nothing behind in the system's /tmp."""
+    folder = tmp_path / "tempdir"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("md", MARKDOWN, ids=[p.name for p in MARKDOWN])
+def test_examples_run(
+    md: Path, tmp_path: Path, page_tmpdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ```python block of the page runs, in order, in a fresh default store."""
+    monkeypatch.setenv("NIXLET_STORE", str(tmp_path / "store"))
+    store_mod.reset_default()
+    inplace._managers.clear()
+    monkeypatch.chdir(tmp_path)
+    run_page(md)
+
+
+#: The pages a newcomer runs as they are, on a machine whose store may be in use: each makes
+#: its own store in a new temporary folder and writes nothing in the current folder.
+SELF_CONTAINED = [DOCS / "quickstart.md", DOCS / "tutorial.md", DOCS / "howto.md"]
+
+
+def _note(b: nixlet.Build) -> None:
+    """The build of the user's own work, already in their store before a page runs."""
+    (nixlet.build_outpath(b) / "note.txt").write_text("the user's own work")
+
+
+def _users_stage(m: nixlet.Manager) -> nixlet.DRef:
+    """The user's own stage."""
+    return nixlet.mkdrv(m, {"name": "mine"}, nixlet.match_only(), nixlet.build_wrapper(_note))
+
+
+@pytest.mark.parametrize("md", SELF_CONTAINED, ids=[p.name for p in SELF_CONTAINED])
+def test_a_page_runs_twice_beside_a_used_store(
+    md: Path, tmp_path: Path, page_tmpdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user runs the page twice in one session, on a machine whose default store already
+    holds work of theirs, from a folder of their own: both runs pass, the default store is
+    left as it was, and the current folder stays empty."""
+    users_store = tmp_path / "store"
+    monkeypatch.setenv("NIXLET_STORE", str(users_store))
+    mine = nixlet.realize(nixlet.instantiate(_users_stage, store=nixlet.store_initialize()))
+    before = sorted(users_store.rglob("*"))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    stores = [run_page(md)["store"], run_page(md)["store"]]
+    assert os.listdir(cwd) == []
+    assert sorted(users_store.rglob("*")) == before
+    assert nixlet.allrrefs(store=users_store) == [mine]
+    # Each run made a store of its own, in a new temporary folder.
+    roots = [s.root for s in stores if isinstance(s, nixlet.Store)]
+    assert len(set(roots)) == 2 and all(r.is_relative_to(page_tmpdir) for r in roots)
 
 
 def test_the_harness_refuses_blocks_it_would_skip() -> None:

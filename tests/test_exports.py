@@ -157,3 +157,52 @@ def test_protocols_describe_matchers_and_realizers() -> None:
 def test_version() -> None:
     """The package has a version string."""
     assert isinstance(nixlet.__version__, str) and nixlet.__version__
+
+
+#: Names a public signature may use besides nixlet's own: builtins and the standard
+#: library's typing vocabulary (what a user already has without importing from nixlet).
+STDLIB_NAMES = {
+    "Any", "Callable", "Iterable", "Iterator", "Mapping", "Sequence", "Path", "os",
+    "BaseException", "None", "bool", "bytes", "dict", "float", "frozenset", "int", "list",
+    "object", "set", "str", "tuple", "type",
+}  # fmt: skip
+
+
+def _annotation_names(annotation: object) -> set[str]:
+    """The top-level names an annotation (a string, under postponed evaluation) uses."""
+    import ast
+
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    if not text:
+        return set()
+    tree = ast.parse(text, mode="eval")
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    return names
+
+
+def _signature_annotations(name: str, fn: Any) -> list[object]:
+    sig = inspect.signature(fn)
+    found = [p.annotation for p in sig.parameters.values() if p.annotation is not p.empty]
+    if sig.return_annotation is not sig.empty:
+        found.append(sig.return_annotation)
+    return found
+
+
+@pytest.mark.parametrize(("name", "fn"), FUNCTIONS, ids=[n for n, _ in FUNCTIONS])
+def test_public_signatures_use_only_exported_names(name: str, fn: Any) -> None:
+    """A public function's signature names only types a user can import from nixlet (or
+    the standard library): no private alias such as an internal module's ``StoreArg``."""
+    used = set().union(*(_annotation_names(a) for a in _signature_annotations(name, fn)))
+    unknown = used - set(PUBLIC) - STDLIB_NAMES - {"Self"}
+    assert unknown == set(), f"{name} uses names nixlet does not export: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize(("name", "cls"), ATTRS_CLASSES, ids=[n for n, _ in ATTRS_CLASSES])
+def test_public_attrs_fields_use_only_exported_names(name: str, cls: type) -> None:
+    """The init fields of a public attrs class (its constructor's signature) name only
+    exported types; a class whose state is private keeps it out of ``__init__``."""
+    fields = [f for f in attrs.fields(cls) if f.init]
+    used = set().union(*(_annotation_names(f.type) for f in fields)) if fields else set()
+    unknown = used - set(PUBLIC) - STDLIB_NAMES
+    assert unknown == set(), f"{name} fields use names nixlet does not export: {sorted(unknown)}"
+    assert all(not f.name.startswith("_") for f in fields), f"{name}: private init fields"

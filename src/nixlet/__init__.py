@@ -39,11 +39,11 @@ from nixlet.engine.matchers import (
     match_only,
     match_some,
 )
-from nixlet.engine.plan import Plan, plan
+from nixlet.engine.plan import ForceRebuild, Plan, plan
 from nixlet.engine.realize import realize, realize_many
 from nixlet.engine.step import build_step
 from nixlet.interactive.inplace import instantiate_inplace, realize_inplace
-from nixlet.store.opening import store_initialize
+from nixlet.store.opening import StoreArg, store_initialize
 from nixlet.store.publish import Publisher, Staged, publish, publish_many, publishing
 from nixlet.tools.queries import (
     alldrefs,
@@ -81,6 +81,7 @@ from nixlet.values.errors import (
 )
 from nixlet.values.model import (
     Build,
+    BuildFunction,
     BuildStep,
     Closure,
     Context,
@@ -96,6 +97,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Build",
     "BuildError",
+    "BuildFunction",
     "BuildStep",
     "Closure",
     "ClosureError",
@@ -104,6 +106,7 @@ __all__ = [
     "Context",
     "DRef",
     "Derivation",
+    "ForceRebuild",
     "Manager",
     "Matcher",
     "MatcherError",
@@ -118,6 +121,7 @@ __all__ = [
     "RefPath",
     "Staged",
     "Store",
+    "StoreArg",
     "StoreError",
     "UsageError",
     "alldrefs",

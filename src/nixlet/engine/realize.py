@@ -40,7 +40,7 @@ def realize_many(
         max_builds: the most builds of one derivation while its matcher asks for more
             (``None``: no bound); see ``plan``.
         progress: print a line to stderr for each build. Default: when stderr is a
-            terminal and ``NIXLET_QUIET`` is not set.
+            terminal and ``NIXLET_QUIET`` is not set (or is ``0``).
 
     Returns RRefs that are durable when this returns.
 
@@ -102,8 +102,9 @@ def realize(
 def _progress(progress: bool | None) -> Callable[[BuildStep], None]:
     """The per-build report: a line on stderr, or nothing."""
     if progress is None:
-        progress = sys.stderr.isatty() and not os.environ.get("NIXLET_QUIET")
-    if not progress:
+        quiet = os.environ.get("NIXLET_QUIET", "") not in ("", "0")
+        progress = sys.stderr is not None and sys.stderr.isatty() and not quiet
+    if not progress or sys.stderr is None:  # pythonw has no stderr
         return _quiet
 
     def say(step: BuildStep) -> None:

@@ -54,25 +54,43 @@ def check_outputs(store: Store, dref: DRef, outdirs: Sequence[Path]) -> list[str
     Raises:
         BuildError: an output breaks one of these rules.
     """
-    tmp = os.path.realpath(store.root / TMP)
+    tmp = os.path.join(store.root, TMP)
     found: list[str] = []
     for outdir in outdirs:
         path = os.path.abspath(outdir)
-        real = os.path.realpath(path)
-        inside = real.startswith(tmp + os.sep) and staging.is_staging(store, Path(path))
-        lexical = os.path.relpath(path, os.path.abspath(store.root / TMP))
-        if not inside or os.path.relpath(real, tmp) != lexical or not os.path.isdir(real):
+        if not _real_folder_below(tmp, path):
             _refuse(
                 dref,
                 outdir,
-                "which is not a folder in the store's staging area "
-                f"{store.root / TMP} (a symlink, or a folder outside it); build into the "
-                "folders build_wrapper gives",
+                f"which is not a folder of a staging root in the store's staging area {tmp} "
+                "(a symlink, or a folder outside it); build into the folders build_wrapper "
+                "gives",
             )
-        if any(_overlap(real, f) for f in found):
+        if any(_overlap(path, f) for f in found):
             _refuse(dref, outdir, "twice, or inside another of its outputs")
-        found.append(real)
+        found.append(path)
     return found
+
+
+def _real_folder_below(tmp: str, path: str) -> bool:
+    """Whether ``path`` (normalised) is a folder inside a staging root under ``tmp``,
+    reached through folders only: each part below ``tmp`` is checked with lstat, so a
+    symlink anywhere on the way is caught (a few system calls, where realpath takes one
+    per part of the whole path)."""
+    if not path.startswith(tmp + os.sep):
+        return False
+    parts = path[len(tmp) + 1 :].split(os.sep)
+    if len(parts) < 2:  # a staging root itself, or .tmp: never an output
+        return False
+    current = tmp
+    for part in parts:
+        current = os.path.join(current, part)
+        try:
+            if not stat.S_ISDIR(os.lstat(current).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _overlap(a: str, b: str) -> bool:
@@ -172,8 +190,14 @@ def _object_folder(store: Store, outdir: str) -> str:
     """The staging folder that becomes the realization object, with ``outdir`` as its
     ``out/``. build_wrapper already builds into ``<staging>/out`` alone in its folder, so
     that folder is used as it is (saving a mkdir and a rename per build)."""
-    parent, name = os.path.split(outdir.rstrip(os.sep))
-    if name == OUT and os.listdir(parent) == [OUT] and staging.is_staging(store, Path(parent)):
+    parent, name = os.path.split(outdir)
+    # The parent must be a build's own folder: never a staging root (an output straight
+    # under it), which the object would take with it.
+    if (
+        name == OUT
+        and os.path.dirname(os.path.dirname(parent)) == os.path.join(store.root, TMP)
+        and os.listdir(parent) == [OUT]
+    ):
         return parent
     obj = staging.new_staging_path(store, "rref")
     os.rename(outdir, os.path.join(obj, OUT))

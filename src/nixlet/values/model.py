@@ -5,7 +5,8 @@ filesystem.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, TypeAlias
 
@@ -105,4 +106,6 @@ class Build:
     staging: Path
 
 
-BuildFunction: TypeAlias = Callable[[Build], None]
+# typing's Callable (not collections.abc's) so that the alias can carry a docstring.
+BuildFunction: TypeAlias = typing.Callable[[Build], None]
+BuildFunction.__doc__ = "What ``build_wrapper`` wraps: ``fn(b: Build) -> None`` fills the outputs."
