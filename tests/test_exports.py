@@ -163,8 +163,8 @@ def test_version() -> None:
 #: library's typing vocabulary (what a user already has without importing from nixlet).
 STDLIB_NAMES = {
     "Any", "Callable", "Iterable", "Iterator", "Mapping", "Sequence", "Path", "os",
-    "BaseException", "None", "bool", "bytes", "dict", "float", "frozenset", "int", "list",
-    "object", "set", "str", "tuple", "type",
+    "BaseException", "Exception", "None", "bool", "bytes", "dict", "float", "frozenset", "int",
+    "list", "object", "set", "str", "tuple", "type",
 }  # fmt: skip
 
 

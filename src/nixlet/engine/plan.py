@@ -30,10 +30,10 @@ from collections.abc import Iterable
 import attrs
 
 from nixlet.engine.matchers import matcher_name
-from nixlet.store import locks, records
-from nixlet.store.opening import resolve
+from nixlet.store import layout, locks, records
+from nixlet.store.opening import StoreArg, resolve
 from nixlet.values.context import context_of
-from nixlet.values.errors import BuildError, ClosureError, MatcherError, NixletError, UsageError
+from nixlet.values.errors import BuildError, ClosureError, MatcherError, UsageError
 from nixlet.values.model import BuildStep, Closure, Derivation, Store
 from nixlet.values.refs import DRef, RRef
 
@@ -69,15 +69,17 @@ class Plan:
     store: Store
     forced: frozenset[DRef]
     max_builds: int | None
-    _chosen: dict[DRef, tuple[RRef, ...]] = attrs.field(factory=dict)
-    _missing: dict[DRef, int] = attrs.field(factory=dict)
-    _dependents: dict[DRef, list[Derivation]] = attrs.field(factory=dict)
-    _candidates: deque[Derivation] = attrs.field(factory=deque)
-    _busy: list[Derivation] = attrs.field(factory=list)
-    _out: dict[DRef, _Held] = attrs.field(factory=dict)
-    _again: deque[DRef] = attrs.field(factory=deque)
-    _failed: dict[DRef, NixletError] = attrs.field(factory=dict)
-    _closed: bool = False
+    # The walk's state, private: ``plan`` makes a Plan from the four fields above.
+    _chosen: dict[DRef, tuple[RRef, ...]] = attrs.field(factory=dict, init=False)
+    _missing: dict[DRef, int] = attrs.field(factory=dict, init=False)
+    _dependents: dict[DRef, list[Derivation]] = attrs.field(factory=dict, init=False)
+    _candidates: deque[Derivation] = attrs.field(factory=deque, init=False)
+    _busy: list[Derivation] = attrs.field(factory=list, init=False)
+    _out: dict[DRef, _Held] = attrs.field(factory=dict, init=False)
+    _again: deque[DRef] = attrs.field(factory=deque, init=False)
+    # What failed, as raised: nixlet's errors, and whatever a user's matcher raised.
+    _failed: dict[DRef, Exception] = attrs.field(factory=dict, init=False)
+    _closed: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         for drv in self.closure.derivations:
@@ -103,38 +105,64 @@ class Plan:
         Returns at once, with what it found, unless nothing is handed out and nothing can
         start: then it waits for a lock that another process holds (holding none itself).
         An empty list while ``done`` is False means: record the steps that are out.
+
+        Raises:
+            UsageError: ``max_steps`` is not a positive int or None (a driver asking for
+                nothing would loop for ever).
+            MatcherError: a matcher broke its contract (and whatever a matcher raised);
+                that derivation is failed, and the steps found before it come back from
+                the next call.
         """
         self._check_open()
+        if max_steps is not None and (type(max_steps) is not int or max_steps < 1):
+            raise UsageError(
+                f"max_steps must be a positive int or None, got {max_steps!r}",
+                argument="max_steps",
+            )
         limit = max_steps if max_steps is not None else len(self.closure.derivations) + 1
         found: list[BuildStep] = []
-        while self._again and len(found) < limit:
-            found.append(self._out[self._again.popleft()].step)
-        while len(found) < limit:
-            if self._candidates:
-                self._guarded(self._candidates.popleft(), found, wait=False)
-            elif self._busy and not self._retry_busy(found, limit):
-                if found or self._out:
+        try:
+            while self._again and len(found) < limit:
+                found.append(self._out[self._again.popleft()].step)
+            while len(found) < limit:
+                if self._candidates:
+                    self._guarded(self._candidates.popleft(), found, wait=False)
+                elif self._busy and not self._retry_busy(found, limit):
+                    if found or self._out:
+                        break
+                    self._guarded(self._busy.pop(0), found, wait=True)
+                else:
                     break
-                self._guarded(self._busy.pop(0), found, wait=True)
-            else:
-                break
+        except BaseException:
+            # The steps found so far hold their locks but never reach the caller: hand
+            # them out again next time, or a driver that goes on after the error would
+            # wait for ever on steps it never got (done stays False while they are out).
+            self._again.extendleft(reversed([s.dref for s in found]))
+            raise
         return found
 
-    def record(self, step: BuildStep, rrefs: Iterable[RRef]) -> None:
+    def record(self, step: BuildStep, rrefs: Iterable[RRef | str]) -> None:
         """Tell the plan what ``step``'s build published. Its matcher is asked again: if it
         is satisfied, the lock is released; if it wants more, the step comes back from
         ``ready``.
 
         Raises:
-            UsageError: the step is not out (not handed out by this plan, or recorded).
+            UsageError: the step is not out (not handed out by this plan, or recorded), or
+                an RRef is not one ``publish`` returned for it (another derivation's, one
+                built in another context, or one not in the store). The step stays out.
+            RefError: an RRef is malformed; the step stays out.
             MatcherError: the matcher still wants more but the build added nothing new (a
                 deterministic build gives the same RRef again), or ``max_builds`` builds
                 of this derivation did not satisfy it.
         """
-        held = self._take(step)
+        held = self._held(step)
+        # Checked before the step leaves ``_out``: a bad argument must not lose the step
+        # (its lock would be held by nobody the plan knows, and ``done`` would lie).
+        given = self._published(held, rrefs)
+        del self._out[step.dref]
         before = held.existing
         known = set(before)
-        new = [r for r in dict.fromkeys(RRef.parse(r) for r in rrefs) if r not in known]
+        new = [r for r in given if r not in known]
         held.existing = before + new
         held.builds += 1
         drv = held.drv
@@ -142,9 +170,10 @@ class Plan:
             picked = _match(drv, self.store, held.existing)
             if picked is None:
                 self._check_progress(drv, held, new)
-        except NixletError as e:
+        except BaseException as e:
             held.lock.close()
-            self._failed[step.dref] = e
+            if isinstance(e, Exception):
+                self._failed[step.dref] = e
             raise
         if picked is None:
             self._out[step.dref] = held
@@ -153,10 +182,17 @@ class Plan:
             held.lock.close()
             self._choose(drv, picked)
 
-    def fail(self, step: BuildStep, error: NixletError) -> None:
+    def fail(self, step: BuildStep, error: Exception) -> None:
         """Tell the plan that ``step``'s build failed: its lock is released, and nothing
-        that depends on it will be handed out; independent work goes on."""
-        held = self._take(step)
+        that depends on it will be handed out; independent work goes on. ``error`` is what
+        ``result`` raises: the ``BuildError`` of ``build_step``, or whatever the driver
+        met (a worker that died).
+
+        Raises:
+            UsageError: the step is not out.
+        """
+        held = self._held(step)
+        del self._out[step.dref]
         held.lock.close()
         self._failed[step.dref] = error
 
@@ -164,7 +200,8 @@ class Plan:
         """The realizations the target's matcher chose: what ``realize_many`` returns.
 
         Raises:
-            BuildError: a build failed (the one failure, or one listing them all).
+            BuildError: a build failed (the one failure as it was raised or given to
+                ``fail``, or one BuildError listing them all).
             UsageError: the plan is not done.
         """
         target = self.closure.result
@@ -207,7 +244,9 @@ class Plan:
         """``_examine``, recording a matcher's error as this derivation's failure."""
         try:
             self._examine(drv, found, wait=wait)
-        except NixletError as e:
+        except Exception as e:
+            # Any error: a user's matcher may raise anything, and a derivation that is
+            # neither chosen nor failed would leave ``result`` saying "not done".
             self._failed[drv.dref] = e
             raise
 
@@ -252,7 +291,11 @@ class Plan:
                 self._busy.extend(busy[i:])
                 break
             before = len(self._busy)
-            self._guarded(drv, found, wait=False)
+            try:
+                self._guarded(drv, found, wait=False)
+            except BaseException:
+                self._busy.extend(busy[i + 1 :])  # the others are still to be examined
+                raise
             moved = moved or len(self._busy) == before
         return moved
 
@@ -283,13 +326,36 @@ class Plan:
                 dref=drv.dref,
             )
 
-    def _take(self, step: BuildStep) -> _Held:
+    def _held(self, step: BuildStep) -> _Held:
+        """The record of a step that is out now (handed out, not recorded or failed)."""
         self._check_open()
         held = self._out.get(step.dref)
         if held is None or step.dref in self._again:
             raise UsageError(f"{step.dref} is not a step this plan handed out", argument="step")
-        del self._out[step.dref]
         return held
+
+    def _published(self, held: _Held, rrefs: Iterable[RRef | str]) -> list[RRef]:
+        """The RRefs given to ``record``, parsed, without repeats, after checking that each
+        is a published realization of the step's derivation in the step's context: a
+        matcher must choose only among those, or a stranger (another derivation's RRef,
+        or one staged but never published) would become a dependency's input."""
+        dref = held.step.dref
+        given = list(dict.fromkeys(RRef.parse(r) for r in rrefs))
+        for r in given:
+            # Compared by parts: r.dref would build (and validate) a new DRef per RRef.
+            if (r.dhash, r.name) != (dref.dhash, dref.name) or not r.rhash.startswith(held.prefix):
+                raise UsageError(
+                    f"{r} is not a realization of {dref} built in this step's context; "
+                    "record the RRefs that publish returned for this step",
+                    argument="rrefs",
+                )
+            if not os.path.isdir(layout.rref_dir_str(self.store, r)):
+                raise UsageError(
+                    f"{r} is not in the store {self.store.root}: publish the step's Staged "
+                    "first and record what publish returns",
+                    argument="rrefs",
+                )
+        return given
 
     def _check_open(self) -> None:
         if self._closed:
@@ -299,7 +365,7 @@ class Plan:
 def plan(
     closure: Closure,
     force_rebuild: ForceRebuild = (),
-    store: Store | str | os.PathLike[str] | None = None,
+    store: StoreArg = None,
     *,
     max_builds: int | None = MAX_BUILDS,
 ) -> Plan:

@@ -62,7 +62,8 @@ def build_step(step: BuildStep) -> Staged:
             sealed.append(sealing.seal(step.store, dref, context, out, started, finished))
     except BaseException:
         for done in sealed:  # the outputs sealed before the failure are no one's now
-            staging.remove_tree(done.obj or "")
+            if done.obj is not None:
+                staging.remove_tree(done.obj)
         raise
     return Staged(
         step.store,
