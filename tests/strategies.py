@@ -422,3 +422,37 @@ def walk_files(root: Path) -> Iterator[Path]:
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
             yield Path(folder) / name
+
+
+# ---------------------------------------------------------------- a realized diamond
+
+
+def diamond(m: nx.Manager) -> nx.DRef:
+    """a <- b, a <- c, (b, c) <- d: deterministic ``stage``s; a's value is 1000 characters."""
+    a = stage(m, {"name": "a", "value": "x" * 1000})
+    b = stage(m, {"name": "b", "src": a, "value": 2})
+    c = stage(m, {"name": "c", "src": a, "value": 3})
+    return stage(m, {"name": "d", "left": b, "right": c, "value": 4})
+
+
+@attrs.frozen
+class Diamond:
+    """``diamond``, realized: its DRefs and the one realization of each."""
+
+    a: nx.DRef
+    b: nx.DRef
+    c: nx.DRef
+    d: nx.DRef
+    ra: nx.RRef
+    rb: nx.RRef
+    rc: nx.RRef
+    rd: nx.RRef
+
+
+def realize_diamond() -> Diamond:
+    """Realize ``diamond`` in the default store."""
+    closure = nx.instantiate(diamond)
+    rd = nx.realize(closure)
+    a, b, c, d = (x.dref for x in closure.derivations)
+    (ra,), (rb,), (rc,) = nx.drefrrefs(a), nx.drefrrefs(b), nx.drefrrefs(c)
+    return Diamond(a, b, c, d, ra, rb, rc, rd)

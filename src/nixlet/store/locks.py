@@ -52,17 +52,50 @@ def lock_path(store: Store, dref: DRef) -> str:
     return os.path.join(store.root, LOCKS, name)
 
 
-def _open_lock(path: str) -> int:
+def _open_lock(store: Store, path: str) -> int:
     """Open (creating if needed) a lock file. A new one gets the canonical mtime: rsync
     then leaves the lock files of a merged store alone instead of replacing one (a new
     inode) under a process that holds the old. A lock file is never deleted: deleting it
-    would let two processes lock two different inodes."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    would let two processes lock two different inodes.
+
+    Raises:
+        StoreError: the lock file cannot be opened for writing (a read-only store, a store
+            of another user, ``.locks`` not a folder).
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+    try:
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            # .locks was removed (by hand, or a store copied without it): make it again,
+            # but never the store's root (a store removed under this process stays gone).
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(os.path.dirname(path))
+            fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        raise _unopenable(store, path, e) from None
     if path not in _canonical:  # once per process: the shared file is opened per build
         if os.fstat(fd).st_mtime != CANONICAL_MTIME:
-            os.utime(fd, (CANONICAL_MTIME, CANONICAL_MTIME))
+            # Only the owner may set it; in a store shared by a group, the owner's first
+            # build does. The mtime only spares rsync work, so nothing is lost without it.
+            with contextlib.suppress(PermissionError):
+                os.utime(fd, (CANONICAL_MTIME, CANONICAL_MTIME))
         _canonical.add(path)
     return fd
+
+
+def _unopenable(store: Store, path: str, e: OSError) -> StoreError:
+    if e.errno == errno.ENOTDIR:
+        what = (
+            f"{os.path.dirname(path)} is not a folder. It should hold only lock files: "
+            "remove it, and nixlet makes it again"
+        )
+    else:
+        what = (
+            f"building needs write access to the store {store.root}; is it read-only, or "
+            "another user's? (Reading what it holds works without.)"
+        )
+    return StoreError(f"cannot open the build lock {path}: {e.strerror or e}; {what}", path=path)
 
 
 #: Lock files this process has seen with the canonical mtime.
@@ -104,7 +137,7 @@ def derivation_lock(store: Store, dref: DRef, *, wait: bool = True) -> Iterator[
     filelock still guards the once-per-process staging lock.
     """
     path = lock_path(store, dref)
-    fd = _open_lock(path)
+    fd = _open_lock(store, path)
     _held_locks.add(fd)
     try:
         yield _try_lock(fd, path, dref, wait)

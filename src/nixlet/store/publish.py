@@ -111,6 +111,8 @@ class Publisher:
             # staging path, so this never touches the store's objects).
             for path in [m.folder for m in moves] + [i.obj for i in items if i.obj]:
                 staging.remove_tree(path)
+            if isinstance(e, StoreError):
+                raise  # it says what happened already (the disk filled while staging records)
             raise _publish_error(self.store, e) from None
         for one, new in zip(items, fresh, strict=True):
             log.info("%s %s", "publish" if new else "exists", one.rref)
@@ -194,15 +196,19 @@ def _publish_batch(
     """
     fresh = [False] * len(items)
     records: dict[DRef, int] = {}
-    seen: set[RRef] = set()
+    seen: dict[RRef, str] = {}  # the object staged for each RRef of the batch
+    published = _published_before(store, items)
     for i, item in enumerate(items):
-        if item.obj is None:
+        if item.obj is None or i in published:
             continue
         dref = item.step.dref
         if item.rref in seen:
-            staging.remove_tree(item.obj)  # built twice in this batch: same name, same bytes
+            # Built twice in this batch (same name, same bytes): drop the second copy, but
+            # not the one object of a Staged given twice, which is about to be renamed.
+            if seen[item.rref] != item.obj:
+                staging.remove_tree(item.obj)
             continue
-        seen.add(item.rref)
+        seen[item.rref] = item.obj
         if has_derivation(store, dref):
             moves.append(_Move(item.obj, rref_dir_str(store, item.rref), [i], record=False))
             continue
@@ -221,6 +227,25 @@ def _publish_batch(
         for i in _publish_folder(store, items, move):
             fresh[i] = True
     return fresh
+
+
+def _published_before(store: Store, items: Sequence[_Item]) -> set[int]:
+    """The items whose staged object is gone because it is in the store already (the same
+    ``Staged`` published again: a retry, or a worker and its planner both publishing).
+
+    Raises:
+        FileNotFoundError: an object is gone and its RRef is not in the store (its staging
+            was removed as garbage). Checked before any rename: finding it halfway through
+            the batch would publish part of a step, which ``publish`` promises not to do.
+    """
+    published = set()
+    for i, item in enumerate(items):
+        if item.obj is None or os.path.lexists(item.obj):
+            continue
+        if not os.path.isdir(rref_dir_str(store, item.rref)):
+            raise FileNotFoundError(errno.ENOENT, "a staged object is gone", item.obj)
+        published.add(i)
+    return published
 
 
 def _steps(items: Iterable[_Item]) -> list[Staged]:

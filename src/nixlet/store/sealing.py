@@ -115,34 +115,43 @@ def seal(
 
     Raises:
         BuildError: the output holds a special file or a name that is not UTF-8, or a file
-            the build left unreadable.
-        StoreError: the disk is full (the staged object is removed).
+            the build left unreadable; its build folder is kept for inspection, renamed
+            ``failed.*`` (``remove_staging_garbage`` frees it).
+        StoreError: the disk is full; what the build left in staging is removed.
     """
     try:
         manifest = manifest_mod.scan(
             Path(outdir), writeback=syscalls.start_writeback, unshare=_unshare
         )
     except manifest_mod.UnsupportedEntry as e:
+        # Kept for inspection, renamed failed.* so that remove_staging_garbage frees it.
+        kept = staging.mark_failed(store, Path(outdir))
         raise BuildError(
-            f"output of {dref} refused: {e}", dref=dref, cause=str(e), staging=Path(outdir)
+            f"output of {dref} refused: {e}", dref=dref, cause=str(e), staging=kept
         ) from None
     except OSError as e:
         if e.errno in FULL:
+            _discard_build(store, outdir)
             raise _full(store, e) from None
+        kept = staging.mark_failed(store, Path(outdir))
         raise BuildError(
-            f"output of {dref} cannot be read: {e}", dref=dref, cause=str(e), staging=Path(outdir)
+            f"output of {dref} cannot be read: {e}", dref=dref, cause=str(e), staging=kept
         ) from None
     manifest_bytes = manifest.canonical()
     rref = RRef(realization_hash(context_bytes, manifest_bytes), dref.dhash, dref.name)
     if os.path.exists(rref_dir_str(store, rref)):
         staging.remove_tree(outdir)
         return Sealed(rref, None)
-    with removed_on_error(store, outdir):
-        obj = _object_folder(store, outdir)
-    with removed_on_error(store, obj):
-        meta = meta_record(context_bytes, manifest_bytes, started, finished)
-        write_record(os.path.join(obj, META_FILE), meta)
-        _seal(obj, manifest)
+    try:
+        with removed_on_error(store, outdir):
+            obj = _object_folder(store, outdir)
+        with removed_on_error(store, obj):
+            meta = meta_record(context_bytes, manifest_bytes, started, finished)
+            write_record(os.path.join(obj, META_FILE), meta)
+            _seal(obj, manifest)
+    except StoreError:
+        _discard_build(store, outdir)
+        raise
     relpaths = tuple(f"{OUT}/{e.path}" for e in manifest.entries if e.kind != "symlink")
     return Sealed(rref, obj, (*relpaths, META_FILE, OUT, "."), manifest.total_size)
 
@@ -168,6 +177,13 @@ def _full(store: Store, e: OSError) -> StoreError:
         "remove_staging_garbage) and realize again",
         path=store.root,
     )
+
+
+def _discard_build(store: Store, outdir: str) -> None:
+    """Remove what a build left in staging once it cannot be published (a full disk): its
+    other outputs and scratch files share its folder, and would hold the space the user has
+    to free until the process ends (nothing lists a live process's folders as garbage)."""
+    staging.remove_tree(staging.build_folder(store, outdir) or outdir)
 
 
 @contextmanager

@@ -125,17 +125,26 @@ def mark_failed(store: Store, path: Path) -> Path:
     that holds ``path`` is renamed ``failed.*``, so that ``remove_staging_garbage`` can free
     it later, from this process too. Returns where ``path`` is now (unchanged if it is not
     inside a staging root's folder)."""
-    tmp = os.path.abspath(store.root / TMP)
-    parts = Path(os.path.relpath(os.path.abspath(path), tmp)).parts
-    if not is_staging(store, path) or len(parts) < 2 or parts[1].startswith(FAILED):
+    top = build_folder(store, path)
+    if top is None or top.name.startswith(FAILED):
         return path
-    top = Path(tmp, parts[0], parts[1])
-    kept = top.with_name(f"{FAILED}{parts[1]}")
+    kept = top.with_name(f"{FAILED}{top.name}")
     try:
         os.rename(top, kept)
     except OSError:
         return path
-    return kept.joinpath(*parts[2:])
+    return kept / os.path.relpath(os.path.abspath(path), top)
+
+
+def build_folder(store: Store, path: str | os.PathLike[str]) -> Path | None:
+    """The folder of a staging root that holds ``path`` (``path`` itself or an ancestor):
+    the folder ``new_staging`` gave one build or one publication. None if ``path`` is not
+    that deep inside the store's staging area."""
+    tmp = os.path.abspath(store.root / TMP)
+    parts = Path(os.path.relpath(os.path.abspath(path), tmp)).parts
+    if not is_staging(store, Path(path)) or len(parts) < 2:
+        return None
+    return Path(tmp, parts[0], parts[1])
 
 
 def staging_garbage(store: Store) -> list[Path]:
