@@ -214,3 +214,24 @@ def test_an_unreadable_output_is_a_build_error(tmp_path: Path) -> None:
     finally:
         shutil.rmtree(base)
     assert "BuildError dref:" in done.stdout, done.stderr
+
+
+def test_a_refused_builds_folder_can_be_freed(store: nx.Store, tmp_path: Path) -> None:
+    """The folder of a refused build (here: out replaced by a symlink) is kept as
+    ``failed.*`` and freed by ``remove_staging_garbage`` from the same process; the folder
+    the symlink pointed to survives, untouched."""
+    outside = _outside(tmp_path)
+
+    def build(b: nx.Build) -> None:
+        out = nx.build_outpath(b)
+        shutil.rmtree(out)
+        os.symlink(outside, out)
+
+    with pytest.raises(nx.BuildError) as e:
+        nx.realize(_closure("r", build))
+    kept = e.value.staging
+    assert kept is not None and kept.is_symlink()
+    assert kept.parent.name.startswith("failed.")
+    assert nx.remove_staging_garbage() == 1
+    assert not kept.parent.exists()
+    assert (outside / "weights.bin").read_bytes() == b"w" * 1000

@@ -60,6 +60,7 @@ def check_outputs(store: Store, dref: DRef, outdirs: Sequence[Path]) -> list[str
         path = os.path.abspath(outdir)
         if not _real_folder_below(tmp, path):
             _refuse(
+                store,
                 dref,
                 outdir,
                 f"which is not a folder of a staging root in the store's staging area {tmp} "
@@ -67,7 +68,7 @@ def check_outputs(store: Store, dref: DRef, outdirs: Sequence[Path]) -> list[str
                 "gives",
             )
         if any(_overlap(path, f) for f in found):
-            _refuse(dref, outdir, "twice, or inside another of its outputs")
+            _refuse(store, dref, outdir, "twice, or inside another of its outputs")
         found.append(path)
     return found
 
@@ -97,9 +98,16 @@ def _overlap(a: str, b: str) -> bool:
     return a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep)
 
 
-def _refuse(dref: DRef, outdir: object, why: str) -> None:
+def _refuse(store: Store, dref: DRef, outdir: Path, why: str) -> None:
+    """Refuse an output. If it lies in a staging root's folder (a symlink there, a folder
+    given twice or nested), that folder is kept as ``failed.*``, which
+    ``remove_staging_garbage`` frees; nothing outside staging is touched."""
+    path = os.path.abspath(outdir)
+    kept = None
+    if staging.is_staging(store, Path(path)):  # a rename: it follows no symlink
+        kept = staging.mark_failed(store, Path(path))
     raise BuildError(
-        f"realizer of {dref} returned {outdir}, {why}", dref=dref, cause=None, staging=None
+        f"realizer of {dref} returned {outdir}, {why}", dref=dref, cause=None, staging=kept
     )
 
 
@@ -192,11 +200,18 @@ def removed_on_error(store: Store, path: str) -> Iterator[None]:
     a half-written object must not stay behind to hold the space the user has to free."""
     try:
         yield
+    except StoreError:
+        staging.remove_tree(path)
+        raise
     except OSError as e:
         staging.remove_tree(path)
         if e.errno in FULL:
             raise _full(store, e) from None
-        raise
+        raise StoreError(
+            f"cannot stage in the store {store.root}: {e.strerror} ({e.filename}); what this "
+            "operation staged was removed",
+            path=e.filename or store.root,
+        ) from None
     except BaseException:
         staging.remove_tree(path)
         raise
