@@ -1,82 +1,70 @@
 """The build code's fingerprint: what a stage does is part of its derivation's identity.
 
-The fingerprint of a function covers its normalised AST (so comments, docstrings and
-formatting do not count), the values of the constants it reads (module globals and closure
-cells), and, recursively, the fingerprints of the functions it calls by name. It never uses
-Python's randomised ``hash()``; where the source cannot be read (a function typed into a
-bare ``python -c``), the compiled bytecode and constants stand in, which are stable for one
-Python version. ``mkdrv(..., version=...)`` replaces all of this with an explicit string.
+The fingerprint of a build function is a SHA-256 over the user's own code it reaches:
+
+- each function's normalised syntax tree (so comments, docstrings and formatting do not
+  count; see ``codesource``), its default arguments, and what it reads: module globals and
+  closure cells, and the attribute chains it reads off the user's modules
+  (``helpers.prepare``, ``pkg.sub.fn``), transitively;
+- each class: its bases, its methods and its class-level constants, and the fields
+  dataclasses and attrs generate methods from (see ``classparts``);
+- constants by value; immutable objects by ``repr``; other objects by their type.
+
+What is not the user's (the standard library, installed distributions, nixlet itself; see
+``origin``) counts by qualified name only, so upgrading a library does not rename every
+derivation. Recursion ends: a function or class met again adds a marker. The order of the
+walk is that of sorted names, never ``id()`` or ``hash()``, so the fingerprint is the same
+in every process. ``mkdrv(..., version=...)`` replaces all of this with an explicit string.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import enum
 import functools
 import hashlib
-import inspect
-import linecache
-import textwrap
 import types
-from collections.abc import Callable
 from pathlib import PurePath
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
+from nixlet.values import classparts, codesource, origin
+from nixlet.values.codesource import stable_repr
 from nixlet.values.errors import ConfigError
 
 _CONSTANT_TYPES = (int, float, bool, type(None), complex)
 _MAX_REPR = 4096
-_source_cache: dict[types.CodeType, str] = {}
-_names_cache: dict[types.CodeType, tuple[str, ...]] = {}
 
 
 def code_identity(fn: object, version: str | None = None) -> str:
     """The code part of a DRef's hash: ``version:<text>`` if given, else
-    ``fingerprint:<sha256 hex>`` of ``fn``'s code and what it uses."""
+    ``fingerprint:<sha256 hex>`` of ``fn``'s code and what it uses.
+
+    Warns:
+        NixletWarning: the source of a function of the user's cannot be found (typed at a
+            plain ``python`` prompt, ``python -c``, ``exec`` of a string), once per function.
+    """
     if version is not None:
         if not isinstance(version, str):
             raise ConfigError(f"version must be a str, not {type(version).__name__}")
         return f"version:{version}"
     h = hashlib.sha256()
-    root = _unwrap(fn)
-    _feed(h, root, set(), getattr(root, "__module__", None))
+    _feed(h, fn, set())
     return f"fingerprint:{h.hexdigest()}"
 
 
-def _feed(h: Any, obj: object, seen: set[int], home: str | None) -> None:
-    """Add ``obj`` to the running hash: functions of the user's module (``home``) by their
-    code and what they use, library functions by name (so upgrading a library, nixlet
-    included, does not rename every derivation), constants by value, anything else by its
-    qualified type name."""
+def _feed(h: Any, obj: object, seen: set[int]) -> None:
+    """Add a callable to the running hash: a function by its code, a bound method by its
+    function and its class, anything else as a value."""
     target = _unwrap(obj)
-    if isinstance(target, types.FunctionType) and target.__module__ != home:
-        h.update(f"libfn:{target.__module__}.{target.__qualname__}".encode())
+    if not isinstance(target, types.FunctionType):
+        _feed_value(h, target, seen)
         return
-    if isinstance(target, types.FunctionType):
-        if id(target) in seen:
-            h.update(b"<recursion>")
-            return
-        seen.add(id(target))
-        h.update(b"fn:" + _normalised_source(target.__code__, target).encode())
-        _feed_used_names(h, target, seen, home)
-        return
-    _feed_value(h, target, seen, home)
-
-
-def _stable_repr(value: object) -> str:
-    """``repr`` with sets and dicts in sorted order: their iteration order follows
-    ``hash()``, which Python randomises per process for strings."""
-    if isinstance(value, (set, frozenset)):
-        return f"{type(value).__name__}({sorted(_stable_repr(v) for v in value)})"
-    if isinstance(value, (tuple, list)):
-        return f"{type(value).__name__}({[_stable_repr(v) for v in value]})"
-    if isinstance(value, dict):
-        items = sorted((_stable_repr(k), _stable_repr(v)) for k, v in value.items())
-        return f"dict({items})"
-    return repr(value)
+    owner = None
+    if isinstance(obj, types.MethodType) and obj.__func__ is target:
+        owner = obj.__self__ if isinstance(obj.__self__, type) else type(obj.__self__)
+    _feed_function(h, target, seen, owner)
 
 
 def _unwrap(obj: object) -> object:
@@ -90,7 +78,152 @@ def _unwrap(obj: object) -> object:
     return obj
 
 
-def _feed_value(h: Any, value: object, seen: set[int], home: str | None) -> None:
+def _feed_function(
+    h: Any, fn: types.FunctionType, seen: set[int], owner: type | None = None
+) -> None:
+    """A library's function by name; the user's by its code, its defaults, what it reads,
+    and the class it is a method of (whose other methods ``self`` reaches)."""
+    if id(fn) in seen:  # only the user's functions are walked, and so marked
+        h.update(b"<recursion>")
+        return
+    if not origin.is_user_function(fn):
+        h.update(f"libfn:{fn.__module__}.{fn.__qualname__}".encode())
+        return
+    seen.add(id(fn))
+    read = read_code(fn)
+    h.update(read.record)
+    if fn.__defaults__:
+        h.update(b"defaults:")
+        _feed_value(h, fn.__defaults__, seen)
+    if fn.__kwdefaults__:
+        h.update(b"kwdefaults:")
+        _feed_value(h, fn.__kwdefaults__, seen)
+    _feed_reads(h, fn, read, seen)
+    owner = owner or _owner_class(fn)
+    if owner is not None:
+        h.update(b"owner:")
+        _feed_class(h, owner, seen)
+
+
+def _owner_class(fn: types.FunctionType) -> type | None:
+    """The class a function was defined in, found by its qualified name (``Model.fit``)."""
+    qualname = fn.__qualname__
+    if "." not in qualname or "<locals>" in qualname:
+        return None
+    parts = qualname.split(".")[:-1]
+    found: object = fn.__globals__.get(parts[0])
+    for part in parts[1:]:
+        found = vars(found).get(part) if isinstance(found, type) else None
+    return found if isinstance(found, type) else None
+
+
+#: An attribute path read off a name: ``("sub", "fn")`` for ``pkg.sub.fn``.
+Path = tuple[str, ...]
+
+
+class ReadCode(NamedTuple):
+    """What the fingerprint needs of one code object, computed once per code object."""
+
+    #: The normalised syntax tree, or ``bytecode:...`` where the source cannot be found.
+    text: str
+    #: What goes into the hash for the code itself: ``fn:<text>``, encoded once.
+    record: bytes
+    #: The names the code and its nested code may read as globals, sorted, each with its
+    #: ``global:<name>`` record.
+    names: tuple[tuple[str, bytes], ...]
+    #: For each name, the attribute paths the code reads off it, sorted.
+    chains: dict[str, tuple[Path, ...]]
+
+
+_read_cache: dict[types.CodeType, ReadCode] = {}
+
+
+def read_code(fn: types.FunctionType) -> ReadCode:
+    """The normalised code of ``fn`` and what it reads, cached per code object (the hot
+    path: a 1000-stage chain fingerprints one function 1000 times); warns once per code
+    object where the source cannot be found."""
+    code = fn.__code__
+    found = _read_cache.get(code)
+    if found is None:
+        reading = codesource.read(fn)
+        if not reading.from_source:
+            codesource.warn_sourceless(fn)
+        chains: dict[str, set[Path]] = {}
+        for chain in reading.chains:
+            chains.setdefault(chain[0], set()).add(chain[1:])
+        found = _read_cache[code] = ReadCode(
+            reading.text,
+            b"fn:" + reading.text.encode(),
+            tuple((name, f"global:{name}".encode()) for name in codesource.global_names(code)),
+            {name: tuple(sorted(paths)) for name, paths in chains.items()},
+        )
+    return found
+
+
+def _feed_reads(h: Any, fn: types.FunctionType, read: ReadCode, seen: set[int]) -> None:
+    """The globals and closure cells the function reads, in a stable order, and what it
+    reads off the user's modules among them."""
+    namespace = fn.__globals__
+    for name, record in read.names:
+        if name in namespace:
+            h.update(record)
+            _feed_read_value(h, namespace[name], read.chains.get(name), seen)
+    if fn.__closure__:
+        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__, strict=True):
+            h.update(f"free:{name}".encode())
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # an empty cell: a name assigned later in the outer scope
+                h.update(b"<empty>")
+                continue
+            _feed_read_value(h, contents, read.chains.get(name), seen)
+
+
+def _feed_read_value(
+    h: Any, value: object, chains: tuple[Path, ...] | None, seen: set[int]
+) -> None:
+    if isinstance(value, types.ModuleType):
+        _feed_module(h, value, chains or (), seen)
+    else:
+        _feed_value(h, value, seen)
+
+
+def _feed_module(
+    h: Any, module: types.ModuleType, chains: tuple[Path, ...], seen: set[int]
+) -> None:
+    """A library's module by name. One of the user's by what the code reads off it, not by
+    its name: the same folder imported as ``helpers`` (``python main.py``) or as
+    ``project.helpers`` (``python -m project.main``) holds the same code.
+
+    ``helpers.prepare`` feeds ``prepare``; ``pkg.sub.fn`` walks through ``pkg.sub`` (the
+    user's module too) to ``fn``. A walk stops at anything that is not the user's module:
+    a library module counts by its name, a class or a value as itself."""
+    if not origin.is_user_module(module):
+        h.update(f"module:{module.__name__}".encode())
+        return
+    h.update(b"module:<own>")
+    reached: dict[str, object] = {}
+    for chain in chains:
+        found: object = module
+        walked: list[str] = []
+        for attr in chain:
+            if not isinstance(found, types.ModuleType) or not origin.is_user_module(found):
+                break
+            # Looked up in the module's namespace: a module __getattr__ may import or build
+            # things, and what it would return is not code of the module anyway.
+            namespace = vars(found)
+            if attr not in namespace:
+                break
+            found = namespace[attr]
+            walked.append(attr)
+        if walked:
+            reached[".".join(walked)] = found
+    for path in sorted(reached):
+        h.update(f"attr:{path}".encode())
+        _feed_value(h, reached[path], seen)
+
+
+def _feed_value(h: Any, value: object, seen: set[int]) -> None:
     if isinstance(value, (str, bytes)):
         # Raw bytes, not repr: a 64 MiB constant would otherwise become 256 MB of text.
         data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
@@ -98,28 +231,42 @@ def _feed_value(h: Any, value: object, seen: set[int], home: str | None) -> None
         h.update(data)
     elif isinstance(value, _CONSTANT_TYPES):
         h.update(f"const:{type(value).__name__}:{value!r}".encode())
+    elif isinstance(value, (list, dict)) and id(value) in seen:
+        h.update(b"<recursion>")  # a list or dict that holds itself
     elif isinstance(value, (tuple, list, set, frozenset)):
-        items = sorted(value, key=_stable_repr) if isinstance(value, (set, frozenset)) else value
+        if isinstance(value, list):
+            seen.add(id(value))
+        items = sorted(value, key=stable_repr) if isinstance(value, (set, frozenset)) else value
         h.update(f"seq:{type(value).__name__}:{len(items)}".encode())
         for item in items:
-            _feed_value(h, item, seen, home)
+            _feed_value(h, item, seen)
     elif isinstance(value, dict):
+        seen.add(id(value))
         h.update(f"dict:{len(value)}".encode())
-        for k in sorted(value, key=_stable_repr):
-            h.update(_stable_repr(k).encode())
-            _feed_value(h, value[k], seen, home)
+        for k in sorted(value, key=stable_repr):
+            h.update(stable_repr(k).encode())
+            _feed_value(h, value[k], seen)
+    elif isinstance(value, types.ModuleType):
+        _feed_module(h, value, (), seen)
     elif isinstance(value, functools.partial):
         h.update(b"partial:")
-        _feed(h, value.func, seen, home)
-        _feed_value(h, value.args, seen, home)
-        _feed_value(h, value.keywords, seen, home)
-    elif isinstance(value, types.FunctionType) or hasattr(value, "__nixlet_code__"):
-        _feed(h, value, seen, home)
-    elif isinstance(value, types.ModuleType):
-        h.update(f"module:{value.__name__}".encode())
+        _feed(h, value.func, seen)
+        _feed_value(h, value.args, seen)
+        _feed_value(h, value.keywords, seen)
+    elif isinstance(value, (types.FunctionType, types.MethodType)) or hasattr(
+        value, "__nixlet_code__"
+    ):
+        _feed(h, value, seen)
+    elif isinstance(value, types.BuiltinFunctionType):
+        h.update(f"libfn:{getattr(value, '__module__', None)}.{value.__qualname__}".encode())
+    elif isinstance(value, type):
+        _feed_class(h, value, seen)
     else:
-        kind = value if isinstance(value, type) else type(value)
-        h.update(f"obj:{kind.__module__}.{kind.__qualname__}".encode())
+        kind = type(value)
+        users = origin.is_user_class(kind)
+        # The user's classes, like their modules, count by content, not by module name.
+        name = kind.__qualname__ if users else f"{kind.__module__}.{kind.__qualname__}"
+        h.update(f"obj:{name}".encode())
         # An immutable value (a path, an enum member, a frozen attrs or dataclass value such
         # as a DRef) counts by its repr. Other objects count by their kind only: their state
         # may change (a Manager fills up) or print as a memory address. Never id() or hash().
@@ -127,6 +274,8 @@ def _feed_value(h: Any, value: object, seen: set[int], home: str | None) -> None
             text = repr(value)
             if len(text) <= _MAX_REPR:
                 h.update(f"repr:{text}".encode())
+        if users:
+            _feed_class(h, kind, seen)  # what its methods do
 
 
 def _is_value(value: object) -> bool:
@@ -138,146 +287,32 @@ def _is_value(value: object) -> bool:
     return attrs.has(cls) and getattr(cls.__setattr__, "__name__", "") == "_frozen_setattrs"
 
 
-def _feed_used_names(h: Any, fn: types.FunctionType, seen: set[int], home: str | None) -> None:
-    """Globals and closure cells the function reads, in a stable order."""
-    names = _names_cache.get(fn.__code__)
-    if names is None:
-        names = _names_cache[fn.__code__] = tuple(sorted(_global_names(fn.__code__)))
-    for name in names:
-        if name in fn.__globals__:
-            h.update(f"global:{name}".encode())
-            _feed_value(h, fn.__globals__[name], seen, home)
-    if fn.__closure__:
-        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__, strict=True):
-            h.update(f"free:{name}".encode())
-            try:
-                contents = cell.cell_contents
-            except ValueError:  # an empty cell: a name assigned later in the outer scope
-                h.update(b"<empty>")
-                continue
-            _feed_value(h, contents, seen, home)
+# ---------------------------------------------------------------- classes
 
 
-def _global_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return names
-
-
-def _normalised_source(code: types.CodeType, fn: Callable[..., Any]) -> str:
-    cached = _source_cache.get(code)
-    if cached is None:
-        cached = _source_text(fn)
-        _source_cache[code] = cached
-    return cached
-
-
-def _source_text(fn: Callable[..., Any]) -> str:
-    tree = _function_node(fn)
-    if tree is not None:
-        return _dump(_strip_docstrings(tree))
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    except (OSError, TypeError, SyntaxError, IndentationError):
-        return _bytecode_text(fn.__code__)
-    if fn.__name__ == "<lambda>":
-        # getsource gives a lambda's whole statement: keep the lambda alone, and fall back
-        # to its bytecode when the statement holds several (which one is ours is unknown).
-        lambdas = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda)]
-        if len(lambdas) != 1:
-            return _bytecode_text(fn.__code__)
-        return _dump(lambdas[0])
-    return _dump(_strip_docstrings(tree))
-
-
-def _function_node(fn: Callable[..., Any]) -> ast.AST | None:
-    """The parsed definition of ``fn``, or None where it cannot be found this way (a
-    lambda, no source, a definition the block rule below cannot delimit).
-
-    ``inspect.getsource`` finds the same text with Python's tokenizer, whose first use in a
-    process costs milliseconds: a noticeable part of instantiating a small pipeline from a
-    fresh process. Here the block is delimited by indentation instead: after the ``def``
-    line, it ends at the first line indented no deeper than the definition that is not
-    blank, a comment, or a closing bracket. Inside a function, such a line can only be
-    part of a string, a bracket or a continuation, and a block cut there does not parse:
-    a wrong block is refused (by the parse or the name check), and the caller falls back
-    to ``inspect``.
-    """
-    code = fn.__code__
-    if code.co_name == "<lambda>":
-        return None
-    linecache.checkcache(code.co_filename)
-    lines = linecache.getlines(code.co_filename, getattr(fn, "__globals__", None))
-    start = code.co_firstlineno - 1
-    if not 0 <= start < len(lines):
-        return None
-    indent = _indent(lines[start])
-    end = start
-    while end < len(lines) and not lines[end].lstrip().startswith(("def ", "async def ")):
-        end += 1  # decorators
-    end += 1
-    while end < len(lines):
-        line = lines[end]
-        text = line.strip()
-        if text and not text.startswith(("#", ")", "]", "}")) and _indent(line) <= indent:
-            break
-        end += 1
-    try:
-        tree = ast.parse(textwrap.dedent("".join(lines[start:end])))
-    except (SyntaxError, ValueError):
-        return None
-    if (
-        len(tree.body) == 1
-        and isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef))
-        and tree.body[0].name == code.co_name
-    ):
-        return tree
-    return None
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip())
-
-
-def _dump(node: object) -> str:
-    """A textual form of an AST that is the same on every Python >= 3.11.
-
-    ``ast.dump`` is not: 3.12 adds ``type_params=[]`` to every function and 3.13 leaves out
-    empty fields, so the same function would get three fingerprints. Fields that are
-    ``None`` or empty are left out here, and fields are named.
-    """
-    if isinstance(node, ast.AST):
-        fields = []
-        for name, value in ast.iter_fields(node):
-            if value is None or value == []:
-                continue
-            fields.append(f"{name}={_dump(value)}")
-        return f"{type(node).__name__}({','.join(fields)})"
-    if isinstance(node, list):
-        return f"[{','.join(_dump(item) for item in node)}]"
-    return f"{type(node).__name__}:{node!r}"
-
-
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
-            body = node.body
-            if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                node.body = body[1:] or [ast.Pass()]
-    return tree
-
-
-def _bytecode_text(code: types.CodeType) -> str:
-    consts = [
-        _bytecode_text(c) if isinstance(c, types.CodeType) else _stable_repr(c)
-        for c in code.co_consts
-        if not (isinstance(c, str) and c == code.co_consts[0] and c.startswith(("\n", " ")))
-    ]
-    return f"bytecode:{code.co_code.hex()}:{consts}:{code.co_names}"
+def _feed_class(h: Any, cls: type, seen: set[int]) -> None:
+    """A library's class by name; the user's by its bases, its methods (by code), its other
+    class attributes (by value) and the fields libraries generate methods from (see
+    ``classparts`` for what is left out)."""
+    if id(cls) in seen:  # only the user's classes are walked, and so marked
+        h.update(b"<recursion>")
+        return
+    if not origin.is_user_class(cls):
+        h.update(f"obj:{cls.__module__}.{cls.__qualname__}".encode())
+        return
+    seen.add(id(cls))
+    h.update(f"class:{cls.__qualname__}".encode())
+    for base in cls.__bases__:
+        h.update(b"base:")
+        _feed_class(h, base, seen)
+    for name, functions, value in classparts.methods_and_constants(cls):
+        if functions is None:
+            h.update(f"attr:{name}".encode())
+            _feed_value(h, value, seen)
+        else:
+            h.update(f"method:{name}".encode())
+            for fn in functions:
+                _feed(h, fn, seen)
+    for name, parts in classparts.fields(cls):
+        h.update(f"field:{name}".encode())
+        _feed_value(h, parts, seen)
