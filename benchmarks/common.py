@@ -112,3 +112,23 @@ def file_header(index: int) -> bytes:
 def same_filesystem(a: Path, b: Path) -> bool:
     """True when ``a`` and ``b`` live on the same device (so renames between them are atomic)."""
     return os.stat(a).st_dev == os.stat(b).st_dev
+
+
+#: The store of the gc workloads: a chain, a fan-in and repeated non-deterministic builds,
+#: about 3,400 refs in all (derivations and realizations): 2 x 300 + 2 x 1201 + 1 + 400.
+GC_CHAIN, GC_FANIN, GC_NONDET = 300, 1200, 400
+#: The N of that workload in the table: how many refs its store holds.
+GC_STORE_REFS = 2 * GC_CHAIN + 2 * (GC_FANIN + 1) + 1 + GC_NONDET
+
+
+def fill_in_child(module: str, function: str, root: Path, n: int) -> None:
+    """Run ``module.function(root, n)`` in a fresh Python process (untimed): the store the
+    gc workloads measure is filled by an earlier process, as a real store is, so that no
+    cache or temporary root of the filling process is left in the measuring one."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; from pathlib import Path; import {module}; "
+            f"{module}.{function}(Path(sys.argv[1]), {n})")
+    subprocess.run([sys.executable, "-c", code, str(root)], check=True,
+                   cwd=os.path.dirname(os.path.abspath(__file__)))

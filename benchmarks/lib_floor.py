@@ -16,7 +16,15 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 
-from common import OUT_FILE, SCORE_FILE, file_header, timed
+from common import (
+    GC_STORE_REFS,
+    OUT_FILE,
+    SCORE_FILE,
+    file_header,
+    fill_in_child,
+    remove_tree,
+    timed,
+)
 
 Metrics = dict[str, float]
 
@@ -140,3 +148,98 @@ def big(root: Path, nfiles: int, payload: bytes) -> Metrics:
     t_real, out = timed(lambda: _publish(store, "big", files))
     assert len(os.listdir(out)) == nfiles
     return {"realize": t_real}
+
+
+def sync(root: Path, n: int) -> Metrics:
+    """Floor of workload 5: a plain ``rsync -a`` of the same source store's folder, locally
+    and over ssh on 127.0.0.1 (nothing checked, nothing staged, nothing synced to disk).
+    The source is built with nixlet, untimed."""
+    import subprocess
+
+    from sync_setup import loopback_sshd, source_store
+
+    src = source_store(root, n)
+    t_local, _ = timed(lambda: subprocess.run(
+        ["rsync", "-a", f"{src}/", f"{root / 'local'}/"], check=True))
+    with loopback_sshd(root) as sshd:
+        t_ssh, _ = timed(lambda: subprocess.run(
+            ["rsync", "-a", "-e", " ".join(sshd.ssh), f"{src}/",
+             sshd.location(f"{root / 'far'}/")], check=True))
+    assert len(os.listdir(root / "far")) == len(os.listdir(src))
+    return {"local": t_local, "ssh": t_ssh}
+
+
+# ---------------------------------------------------------------- gc workloads
+
+
+def plan_gc(root: Path, n: int) -> None:
+    """Untimed, in a child: fill the store as nixlet's gc workload does (nixlet's own
+    store: the floor removes the same folders), and write the folders nixlet's gc would
+    remove to ``root/doomed.json`` (whole derivation folders, or single realizations)."""
+    import json
+
+    import nixlet as nx
+
+    if n == GC_STORE_REFS:
+        fill_in_child("lib_nixlet", "fill_gc", root, n)
+    else:
+        fill_in_child("lib_nixlet", "fill_leaves", root, n)
+    store = nx.store_initialize(root / "store")
+    report = nx.gc(dry_run=True)
+    whole = set(report.drefs)
+    doomed = [str(nx.dref2path(d, store=store)) for d in whole]
+    doomed += [str(nx.rref2path(r, store=store).parent) for r in report.rrefs
+               if r.dref not in whole]
+    (root / "doomed.json").write_text(json.dumps(doomed))
+
+
+def _listing(store: Path) -> int:
+    """Every derivation folder, and every realization folder in each: names only."""
+    count = 0
+    for name in os.listdir(store):
+        if len(name) > 33 and name[32] == "-":
+            count += 1 + sum(len(n) == 32 for n in os.listdir(store / name))
+    return count
+
+
+def _du(store: Path) -> int:
+    """The bytes of every file under the store's derivation folders (lstat each)."""
+    total = 0
+    for name in os.listdir(store):
+        if len(name) > 33 and name[32] == "-":
+            for folder, _dirs, files in os.walk(store / name):
+                total += sum(os.lstat(os.path.join(folder, f)).st_size for f in files)
+    return total
+
+
+def _remove_all(paths: list[str]) -> None:
+    for path in paths:
+        remove_tree(Path(path))
+
+
+def gcstore(root: Path, n: int) -> Metrics:
+    """Floor of workload 5: list the folders, walk them for sizes, ``rm -rf`` what
+    nixlet's gc removes (found by an untimed dry run in a child)."""
+    import json
+
+    fill_in_child("lib_floor", "plan_gc", root, n)
+    store = root / "store"
+    doomed = json.loads((root / "doomed.json").read_text())
+    t_list, count = timed(lambda: _listing(store))
+    t_du, size = timed(lambda: _du(store))
+    t_gc, _ = timed(lambda: _remove_all(doomed))
+    assert count > 0 and size > 0 and not any(os.path.exists(p) for p in doomed)
+    return {"list": t_list, "du": t_du, "gc": t_gc}
+
+
+def gc10k(root: Path, n: int) -> Metrics:
+    """Floor of workload 6: walk for sizes, then ``rm -rf`` every derivation folder."""
+    import json
+
+    fill_in_child("lib_floor", "plan_gc", root, n)
+    store = root / "store"
+    doomed = json.loads((root / "doomed.json").read_text())
+    t_du, _ = timed(lambda: _du(store))
+    t_gc, _ = timed(lambda: _remove_all(doomed))
+    assert len(doomed) == n + 1
+    return {"du": t_du, "gc": t_gc}

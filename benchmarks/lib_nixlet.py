@@ -13,7 +13,16 @@ import random
 from pathlib import Path
 from typing import Any
 
-from common import OUT_FILE, SCORE_FILE, file_header, timed
+from common import (
+    GC_CHAIN,
+    GC_FANIN,
+    GC_NONDET,
+    OUT_FILE,
+    SCORE_FILE,
+    file_header,
+    fill_in_child,
+    timed,
+)
 
 import nixlet as nx
 
@@ -142,3 +151,71 @@ def big(root: Path, nfiles: int, payload: bytes) -> Metrics:
     t_real, rref = timed(lambda: nx.realize(closure, store=store))
     assert len(list(nx.rref2path(rref, store=store).glob("part*.bin"))) == nfiles
     return {"realize": t_real}
+
+
+def sync(root: Path, n: int) -> Metrics:
+    """Workload 5: ``nx.sync`` of an N-realization chain into an empty store, locally and
+    into a store reached over ssh on 127.0.0.1 (the receiver runs there)."""
+    import sys
+
+    from sync_setup import loopback_sshd, source_store
+
+    src = source_store(root, n)
+    local, far = nx.store_initialize(root / "local"), nx.store_initialize(root / "far")
+    t_local, report = timed(lambda: nx.sync(src, local))
+    assert len(report.published) == n
+    with loopback_sshd(root) as sshd:
+        t_ssh, report = timed(
+            lambda: nx.sync(src, sshd.location(far.root), remote_python=sys.executable,
+                            ssh=sshd.ssh)
+        )
+    assert len(report.published) == n and len(nx.allrrefs(store=far)) == n
+    return {"local": t_local, "ssh": t_ssh}
+
+
+# ---------------------------------------------------------------- gc workloads
+
+
+def fill_gc(root: Path, n: int) -> None:
+    """Fill a store (in an earlier process): a chain, a fan-in and ``GC_NONDET`` forced
+    builds; link the chain's result and the best build (the roots gc keeps)."""
+    store = _store(root)
+    chain_rref = nx.realize(nx.instantiate(_chain, GC_CHAIN, store=store), store=store)
+    nx.realize(nx.instantiate(_fanin, GC_FANIN, store=store), store=store)
+    closure = nx.instantiate(_nondet, nx.match_latest(), store=store)
+    built = _force_many(closure, GC_NONDET, store)
+    best = max(built, key=lambda r: _score(r, store))
+    nx.linkrrefs([chain_rref, best], root / "links", store=store)
+
+
+def fill_leaves(root: Path, n: int) -> None:
+    """Fill a store (in an earlier process) with a fan-in of ``n`` leaves: ``n + 1``
+    realizations, none of them rooted."""
+    store = _store(root)
+    nx.realize(nx.instantiate(_fanin, n, store=store), store=store)
+
+
+def gcstore(root: Path, n: int) -> Metrics:
+    """Workload 5: list, du and gc a store of about 3,400 refs filled by an earlier
+    process; gc keeps the two linked results (the chain, the best build) and their inputs."""
+    fill_in_child("lib_nixlet", "fill_gc", root, n)
+    nx.store_initialize(root / "store")
+    t_list, (drefs, rrefs) = timed(lambda: (nx.alldrefs(), nx.allrrefs()))
+    t_du, usage = timed(nx.du)
+    t_gc, report = timed(nx.gc)
+    assert len(drefs) + len(rrefs) == 2 * GC_CHAIN + 2 * (GC_FANIN + 1) + 1 + GC_NONDET
+    assert len(usage) == len(drefs)
+    assert len(report.rrefs) == GC_FANIN + 1 + GC_NONDET - 1
+    assert len(nx.allrrefs()) == GC_CHAIN + 1
+    return {"list": t_list, "du": t_du, "gc": t_gc}
+
+
+def gc10k(root: Path, n: int) -> Metrics:
+    """Workload 6: du and gc of ``n`` + 1 realizations (a fan-in filled by an earlier
+    process, no roots: gc removes everything)."""
+    fill_in_child("lib_nixlet", "fill_leaves", root, n)
+    nx.store_initialize(root / "store")
+    t_du, usage = timed(nx.du)
+    t_gc, report = timed(nx.gc)
+    assert len(usage) == n + 1 and len(report.rrefs) == n + 1 and nx.alldrefs() == []
+    return {"du": t_du, "gc": t_gc}

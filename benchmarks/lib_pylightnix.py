@@ -23,7 +23,16 @@ from typing import Any
 
 logging.disable(logging.WARNING)  # import-time "aunpack not found" and collision chatter
 
-from common import OUT_FILE, SCORE_FILE, file_header, timed  # noqa: E402
+from common import (  # noqa: E402
+    GC_CHAIN,
+    GC_FANIN,
+    GC_NONDET,
+    OUT_FILE,
+    SCORE_FILE,
+    file_header,
+    fill_in_child,
+    timed,
+)
 from pylightnix import (  # noqa: E402
     Build,
     Closure,
@@ -31,10 +40,13 @@ from pylightnix import (  # noqa: E402
     Registry,
     RRef,
     StorageSettings,
+    alldrefs,
+    allrrefs,
     build_cattrs,
     build_deref,
     build_outpath,
     build_wrapper,
+    du,
     fsinit,
     instantiate,
     match_latest,
@@ -43,7 +55,9 @@ from pylightnix import (  # noqa: E402
     mkdrv,
     mkSS,
     realize1,
+    rmref,
     rref2path,
+    store_gc,
 )
 
 Metrics = dict[str, float]
@@ -177,3 +191,45 @@ def big(root: Path, nfiles: int, payload: bytes) -> Metrics:
     t_real, rref = timed(lambda: realize1(closure))
     assert len(list(Path(rref2path(rref, settings)).glob("part*.bin"))) == nfiles
     return {"realize": t_real}
+
+
+# ---------------------------------------------------------------- gc workloads
+
+
+def fill_gc(root: Path, n: int) -> None:
+    """Fill a store (in an earlier process) as lib_nixlet.fill_gc does; write the two RRefs
+    to keep to ``root/keep.json`` (pylightnix's gc takes the roots as arguments)."""
+    import json
+
+    settings = _store(root)
+    chain_rref = realize1(_instantiate(_chain, GC_CHAIN, settings))
+    realize1(_instantiate(_fanin, GC_FANIN, settings))
+    built = _force_many(_instantiate(_nondet, match_latest(), settings), GC_NONDET)
+    best = max(built, key=lambda r: _score_key(settings, r) or 0.0)
+    (root / "keep.json").write_text(json.dumps([chain_rref, best]))
+
+
+def _gc(settings: StorageSettings, keep: list[RRef]) -> tuple[set[DRef], set[RRef]]:
+    """pylightnix's gc (``garb.gc`` without its prompt): ``store_gc`` computes what to
+    remove, ``rmref`` removes each realization, then each derivation."""
+    drefs, rrefs = store_gc(keep_drefs=[], keep_rrefs=keep, S=settings)
+    for rref in rrefs:
+        rmref(rref, S=settings)
+    for dref in drefs:
+        rmref(dref, S=settings)
+    return drefs, rrefs
+
+
+def gcstore(root: Path, n: int) -> Metrics:
+    """Workload 5: list, du and gc a store of about 3,400 refs filled by an earlier process."""
+    import json
+
+    fill_in_child("lib_pylightnix", "fill_gc", root, n)
+    settings = mkSS(str(root))
+    keep = [RRef(r) for r in json.loads((root / "keep.json").read_text())]
+    t_list, (drefs, rrefs) = timed(lambda: (list(alldrefs(settings)), list(allrrefs(settings))))
+    t_du, usage = timed(lambda: du(settings))
+    t_gc, (gone_d, gone_r) = timed(lambda: _gc(settings, keep))
+    assert len(drefs) + len(rrefs) == 2 * GC_CHAIN + 2 * (GC_FANIN + 1) + 1 + GC_NONDET
+    assert len(usage) == len(drefs) and len(gone_r) == GC_FANIN + 1 + GC_NONDET - 1
+    return {"list": t_list, "du": t_du, "gc": t_gc}

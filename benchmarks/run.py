@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import same_filesystem
+from common import GC_STORE_REFS, same_filesystem
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -60,18 +60,23 @@ class Plan:
     nondet_k: int = 200
     big_files: int = 16
     big_file_bytes: int = 64 << 20
+    sync_n: int = 10000
     quick: bool = False
+    gc_store_refs: int = GC_STORE_REFS
+    gc_realizations: int = 10000
 
 
 def make_plan(quick: bool, skip_plx_1000: bool) -> Plan:
     """The full plan, or the quick one (--quick), optionally without pylightnix N=1000."""
     if quick:
-        return Plan((100, 1000), (100,), big_file_bytes=4 << 20, quick=True)
+        return Plan((100, 1000), (100,), big_file_bytes=4 << 20, sync_n=1000, quick=True)
     return Plan((100, 1000, 10000), (100,) if skip_plx_1000 else (100, 1000))
 
 
 def reps_for(lib: str, workload: str, n: int) -> int:
     """Medians over a few repetitions where cheap, single runs where expensive."""
+    if workload in ("gcstore", "gc10k"):
+        return 1 if lib == "pylightnix" else 3  # each fill takes 10-30 s
     if lib == "pylightnix":
         return 3 if (workload != "chain" or n <= 100) and workload != "big" else 1
     if workload == "chain":
@@ -92,6 +97,9 @@ def make_jobs(plan: Plan) -> list[Job]:
     add("fanin", plan.fanin_n, ["floor", "nixlet", "pylightnix"])
     add("nondet", plan.nondet_k, ["floor", "nixlet", "pylightnix"])
     add("big", plan.big_files, ["floor", "nixlet", "pylightnix"], plan.big_file_bytes)
+    add("gcstore", plan.gc_store_refs, ["floor", "nixlet", "pylightnix"])
+    add("gc10k", plan.gc_realizations, ["floor", "nixlet"])
+    add("sync", plan.sync_n, ["floor", "nixlet"])  # pylightnix has no sync
     return jobs
 
 
@@ -210,6 +218,13 @@ def make_rows(plan: Plan) -> list[Row]:
     size = human_bytes(plan.big_files * plan.big_file_bytes)
     rows.append(Row("big", f"big write: {size} in {plan.big_files} files", "realize",
                     plan.big_files, shows_store=True))
+    rows += [Row("gcstore", "store of refs: alldrefs+allrrefs", "list", plan.gc_store_refs),
+             Row("gcstore", "store of refs: du", "du", plan.gc_store_refs),
+             Row("gcstore", "store of refs: gc (2 roots)", "gc", plan.gc_store_refs),
+             Row("gc10k", "realizations: du", "du", plan.gc_realizations),
+             Row("gc10k", "realizations: gc (no roots)", "gc", plan.gc_realizations)]
+    rows += [Row("sync", "sync to an empty store: local", "local", plan.sync_n),
+             Row("sync", "sync to an empty store: ssh", "ssh", plan.sync_n, shows_store=True)]
     return rows
 
 
@@ -231,7 +246,8 @@ def checks_for(row: Row, results: Results) -> list[Check]:
     """The targets that apply to ``row``."""
     nx, plx, floor = (value(results, lib, row) for lib in LIBS)
     checks: list[Check] = []
-    if row.workload != "big" and ("pylightnix", row.workload, row.n) in results:
+    if (row.workload != "big" and row.metric != "gc"
+            and ("pylightnix", row.workload, row.n) in results):
         speedup, reachable = ratio(plx, nx), ratio(plx, floor)
         figure = fmt_x(speedup) + ("" if reachable is None else f" (floor {fmt_x(reachable)})")
         checks.append(Check(">=10x vs plx", figure, None if speedup is None else speedup >= 10))
@@ -249,9 +265,14 @@ def checks_for(row: Row, results: Results) -> list[Check]:
     if row.workload == "chain" and row.n == 1000 and row.metric == "realize":
         r = ratio(nx, floor)
         checks.append(Check("<=2x floor", fmt_x(r), None if r is None else r <= 2))
-    if row.workload == "big":
+    if row.workload == "big" or row.metric == "gc":
         r = ratio(nx, floor)
         checks.append(Check("<=1.5x floor", fmt_x(r), None if r is None else r <= 1.5))
+    if row.workload == "gc10k":
+        checks.append(Check("<1s", fmt_s(nx), None if nx is None else nx < 1))
+    if row.workload == "sync":
+        r = ratio(nx, floor)
+        checks.append(Check("<=1.3x rsync -a", fmt_x(r), None if r is None else r <= 1.3))
     return checks
 
 
@@ -402,7 +423,9 @@ NOTES = """\
   figure is how much faster than pylightnix the floor itself is: the most any library doing
   the same durable disk work could reach); nixlet N=10000 / N=1000
   <= 12 for time and store size; cached realize of the 1000-chain < 0.5 s; first realize of the
-  1000-chain <= 2x the floor; the big write <= 1.5x the floor. `n/a`: a figure is missing in
+  1000-chain <= 2x the floor; the big write <= 1.5x the floor; gc within 1.5x of the plain
+  removal (`rm -rf` of the same folders); du and gc of 10,000 realizations < 1 s (their
+  stores are filled by an earlier process, untimed). `n/a`: a figure is missing in
   this run (e.g. pylightnix is not run at N=10000)."""
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from common import fresh_dir, make_payload, tree_size, warm_page_cache
 
 LIBS = ("nixlet", "pylightnix", "floor")
-WORKLOADS = ("chain", "fanin", "nondet", "big")
+WORKLOADS = ("chain", "fanin", "nondet", "big", "sync", "gcstore", "gc10k")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

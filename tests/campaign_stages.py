@@ -60,6 +60,7 @@ import nixlet as nx
 from nixlet.engine.instantiate import derivation_hash
 from nixlet.store import layout, locks, records
 from nixlet.store import opening as store_mod
+from nixlet.store import roots as roots_mod
 from nixlet.store import staging as staging_mod
 from nixlet.values import manifest as manifest_mod
 from nixlet.values.context import realization_hash
@@ -678,7 +679,7 @@ def verify_store(root: Path) -> StoreState:
     or temporary is visible as a ref); each realization passes ``verify_realization``."""
     store = store_mod.open_store(root)
     drefs = set(nx.alldrefs(store=store))
-    names = set(os.listdir(root)) - {"format", layout.TMP, layout.LOCKS}
+    names = set(os.listdir(root)) - {"format", layout.TMP, layout.LOCKS, roots_mod.ROOTS}
     assert names == {f"{d.dhash}-{d.name}" for d in drefs}, f"stray names in {root}: {names}"
     rrefs: set[nx.RRef] = set()
     for dref in drefs:

@@ -43,8 +43,14 @@ from nixlet.engine.plan import ForceRebuild, Plan, plan
 from nixlet.engine.realize import realize, realize_many
 from nixlet.engine.step import build_step
 from nixlet.interactive.inplace import instantiate_inplace, realize_inplace
+from nixlet.store.archive import ExportReport, ImportReport, export, import_
+from nixlet.store.gc import GCReport
 from nixlet.store.opening import StoreArg, store_initialize
 from nixlet.store.publish import Publisher, Staged, publish, publish_many, publishing
+from nixlet.store.sync import SyncReport, sync
+from nixlet.tools.describe import refsize, rreffiles, rreftimes
+from nixlet.tools.diff import Changes, Diff, diff
+from nixlet.tools.gc import gc, linkrref, linkrrefs
 from nixlet.tools.queries import (
     alldrefs,
     allrrefs,
@@ -56,6 +62,7 @@ from nixlet.tools.queries import (
     rrefctx,
     rrefdeps,
 )
+from nixlet.tools.refs import resolve_ref, short_ref, short_refs
 from nixlet.tools.shell import (
     catref,
     dirrw,
@@ -99,6 +106,7 @@ __all__ = [
     "BuildError",
     "BuildFunction",
     "BuildStep",
+    "Changes",
     "Closure",
     "ClosureError",
     "Config",
@@ -106,7 +114,11 @@ __all__ = [
     "Context",
     "DRef",
     "Derivation",
+    "Diff",
+    "ExportReport",
     "ForceRebuild",
+    "GCReport",
+    "ImportReport",
     "Manager",
     "Matcher",
     "MatcherError",
@@ -123,6 +135,7 @@ __all__ = [
     "Store",
     "StoreArg",
     "StoreError",
+    "SyncReport",
     "UsageError",
     "alldrefs",
     "allrrefs",
@@ -136,14 +149,20 @@ __all__ = [
     "build_step",
     "build_wrapper",
     "catref",
+    "diff",
     "dirrw",
     "dref2path",
     "drefcfg",
     "drefdeps",
     "drefrrefs",
     "du",
+    "export",
+    "gc",
+    "import_",
     "instantiate",
     "instantiate_inplace",
+    "linkrref",
+    "linkrrefs",
     "lsref",
     "match_all",
     "match_best",
@@ -161,15 +180,22 @@ __all__ = [
     "realize",
     "realize_inplace",
     "realize_many",
+    "refsize",
     "remove_staging_garbage",
+    "resolve_ref",
     "rmref",
     "rref2dref",
     "rref2path",
     "rrefctx",
     "rrefdeps",
+    "rreffiles",
+    "rreftimes",
     "shellref",
+    "short_ref",
+    "short_refs",
     "staging_garbage",
     "store_initialize",
+    "sync",
 ]
 
 

@@ -76,10 +76,12 @@ def _fill(disk: Path, name: str = "filler") -> Path:
 
 
 def _staged(store: nx.Store) -> list[str]:
-    """What this store's staging roots hold (the roots and their lock files aside)."""
+    """What this store's staging roots hold (the roots, their lock files and the process's
+    temporary GC roots aside)."""
     tmp = store.root / layout.TMP
     roots = [p for p in tmp.iterdir() if p.is_dir()]
-    return sorted(str(p.relative_to(tmp)) for root in roots for p in root.iterdir())
+    found = [p for root in roots for p in root.iterdir() if p.name != "roots"]
+    return sorted(str(p.relative_to(tmp)) for p in found)
 
 
 def _stage(name: str, write: nx.BuildFunction, nouts: int = 1) -> nx.Closure:

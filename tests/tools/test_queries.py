@@ -115,7 +115,7 @@ def test_absent_refs_are_named_in_the_error(store: nx.Store, dia: Diamond) -> No
         with pytest.raises(nx.StoreError) as e:
             query()
         assert e.value.ref == ref and "is not in the store" in str(e.value), str(e.value)
-    nx.rmref(dia.ra)
+    nx.rmref(dia.ra, force=True)
     with pytest.raises(nx.StoreError) as e:
         nx.rrefdeps(dia.rd)
     assert e.value.ref == dia.ra
@@ -135,7 +135,7 @@ def test_drefcfg_of_a_removed_derivation_is_a_store_error(dia: Diamond) -> None:
     """After rmref of a DRef, drefcfg says it is not in the store (as documented) rather
     than answering from a cache of removed records."""
     assert nx.drefcfg(dia.b).name == "b"
-    nx.rmref(dia.b)
+    nx.rmref(dia.b, force=True)
     with pytest.raises(nx.StoreError):
         nx.drefcfg(dia.b)
 

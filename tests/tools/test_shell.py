@@ -74,7 +74,7 @@ def test_lsref_of_what_is_not_in_the_store(store: nx.Store, dia: Diamond) -> Non
     NotADirectoryError."""
     stray = nx.DRef("a" * 32, "stray")
     (store.root / stray.key).write_text("x")
-    nx.rmref(dia.b)
+    nx.rmref(dia.b, force=True)
     for ref in (_absent_rref(dia), stray, dia.b, dia.rb):
         with pytest.raises(nx.StoreError) as e:
             nx.lsref(ref)
@@ -119,7 +119,7 @@ def test_catref_of_a_folder_or_a_binary_file(files: nx.RRef) -> None:
 def test_catref_of_an_absent_realization(store: nx.Store, dia: Diamond) -> None:
     """catref of a realization that is not in the store (never built, or removed): a
     StoreError saying so, with the ref."""
-    nx.rmref(dia.rb)
+    nx.rmref(dia.rb, force=True)
     for rref in (_absent_rref(dia), dia.rb):
         with pytest.raises(nx.StoreError) as e:
             nx.catref(rref, "value.txt")
@@ -211,7 +211,7 @@ def test_rmref_of_a_derivation(store: nx.Store, dia: Diamond) -> None:
     """rmref of a DRef removes its record and all its realizations at once; others are
     intact."""
     before = store_view(store)
-    nx.rmref(str(dia.b))
+    nx.rmref(str(dia.b), force=True)
     assert not nx.dref2path(dia.b).exists()
     assert dia.b not in nx.alldrefs()
     assert dia.rb not in nx.allrrefs()
@@ -332,7 +332,7 @@ while not stop.exists():
     nx.realize(closure)
     for i, drv in enumerate(closure.derivations):
         # Whole derivations and single realizations, in turn.
-        nx.rmref(drv.dref if (removed + i) % 2 else nx.drefrrefs(drv.dref)[0])
+        nx.rmref(drv.dref if (removed + i) % 2 else nx.drefrrefs(drv.dref)[0], force=True)
     removed += len(closure.derivations)
     started.touch()
 print(json.dumps({"removed": removed}))

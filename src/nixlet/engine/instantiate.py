@@ -13,9 +13,9 @@ import attrs
 
 from nixlet.store import opening as store_mod
 from nixlet.values.config import Config, mkconfig
+from nixlet.values.context import derivation_hash
 from nixlet.values.errors import ClosureError, ConfigError, UsageError
 from nixlet.values.fingerprint import code_identity
-from nixlet.values.hashing import record_hash
 from nixlet.values.model import Closure, Derivation, Matcher, Realizer, Store
 from nixlet.values.refs import DRef
 
@@ -27,14 +27,6 @@ class Manager:
 
     store: Store
     derivations: dict[DRef, Derivation] = attrs.field(factory=dict)
-
-
-DERIVATION_TAG = "nixlet/derivation/v1"
-
-
-def derivation_hash(config: Config, code: str) -> str:
-    """The DRef hash of a config and a code identity."""
-    return record_hash(DERIVATION_TAG, config.canonical, code.encode("utf-8"))
 
 
 def derivation_ref(config: Config, code: str) -> DRef:

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 import attrs
 
 from nixlet.engine.matchers import matcher_name
-from nixlet.store import layout, locks, records
+from nixlet.store import layout, locks, records, roots
 from nixlet.store.opening import StoreArg, resolve
 from nixlet.values.context import context_of
 from nixlet.values.errors import BuildError, ClosureError, MatcherError, UsageError
@@ -80,6 +80,8 @@ class Plan:
     # What failed, as raised: nixlet's errors, and whatever a user's matcher raised.
     _failed: dict[DRef, Exception] = attrs.field(factory=dict, init=False)
     _closed: bool = attrs.field(default=False, init=False)
+    # Set while a batch holds the gc lock: what is chosen or seen becomes a temporary root.
+    _rooting: roots.Rooting | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         for drv in self.closure.derivations:
@@ -121,6 +123,16 @@ class Plan:
             )
         limit = max_steps if max_steps is not None else len(self.closure.derivations) + 1
         found: list[BuildStep] = []
+        with roots.rooting(self.store, self) as self._rooting:
+            try:
+                self._find(found, limit)
+            finally:
+                self._rooting = None
+        return found
+
+    def _find(self, found: list[BuildStep], limit: int) -> None:
+        """``ready``'s walk, under the gc lock (shared): what it chooses and what the steps
+        it hands out may choose among are temporary roots before a ``gc`` can run."""
         try:
             while self._again and len(found) < limit:
                 found.append(self._out[self._again.popleft()].step)
@@ -139,7 +151,6 @@ class Plan:
             # wait for ever on steps it never got (done stays False while they are out).
             self._again.extendleft(reversed([s.dref for s in found]))
             raise
-        return found
 
     def record(self, step: BuildStep, rrefs: Iterable[RRef | str]) -> None:
         """Tell the plan what ``step``'s build published. Its matcher is asked again: if it
@@ -156,9 +167,20 @@ class Plan:
                 of this derivation did not satisfy it.
         """
         held = self._held(step)
+        with roots.rooting(self.store, self) as self._rooting:
+            try:
+                self._record(step, held, rrefs)
+            finally:
+                self._rooting = None
+
+    def _record(self, step: BuildStep, held: _Held, rrefs: Iterable[RRef | str]) -> None:
+        """``record``, under the gc lock (shared): the published RRefs are checked, rooted
+        and matched before a ``gc`` can remove any of them."""
         # Checked before the step leaves ``_out``: a bad argument must not lose the step
         # (its lock would be held by nobody the plan knows, and ``done`` would lie).
         given = self._published(held, rrefs)
+        assert self._rooting is not None
+        self._rooting.add(given)
         del self._out[step.dref]
         before = held.existing
         known = set(before)
@@ -225,11 +247,15 @@ class Plan:
 
     def close(self) -> None:
         """Release every lock this plan holds; steps still out can be published, but not
-        recorded."""
+        recorded. The temporary roots of what it chose and built are dropped, but those of
+        its result, which this process keeps until it ends (or until ``linkrref`` roots
+        them for good)."""
         for held in self._out.values():
             held.lock.close()
         self._out.clear()
         self._again.clear()
+        if not self._closed:
+            roots.release(self.store, self, self._chosen.get(self.closure.result, ()))
         self._closed = True
 
     def __enter__(self) -> Plan:
@@ -262,7 +288,14 @@ class Plan:
                 self._choose(drv, picked)
                 return True
         lock = contextlib.ExitStack()
-        if not lock.enter_context(locks.derivation_lock(self.store, drv.dref, wait=wait)):
+        # Never wait for a build lock holding the gc lock: a gc waiting for it would wait
+        # for a builder that waits for the gc (to publish).
+        if wait and self._rooting is not None:
+            with self._rooting.suspended():
+                got = lock.enter_context(locks.derivation_lock(self.store, drv.dref, wait=True))
+        else:
+            got = lock.enter_context(locks.derivation_lock(self.store, drv.dref, wait=wait))
+        if not got:
             lock.close()
             self._busy.append(drv)
             return False
@@ -278,6 +311,8 @@ class Plan:
             self._choose(drv, picked)
             return True
         step = BuildStep(self.store, drv.dref, drv.config, drv.code, context, drv.realizer)
+        if self._rooting is not None:
+            self._rooting.add(existing)  # the matcher may choose among them after the build
         self._out[drv.dref] = _Held(step, drv, lock, prefix, existing)
         found.append(step)
         return True
@@ -301,6 +336,8 @@ class Plan:
 
     def _choose(self, drv: Derivation, picked: tuple[RRef, ...]) -> None:
         self._chosen[drv.dref] = picked
+        if self._rooting is not None:
+            self._rooting.add(picked)
         for dependent in self._dependents.get(drv.dref, ()):
             self._missing[dependent.dref] -= 1
             if self._missing[dependent.dref] == 0:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import attrs
 
-from nixlet.store import durability, staging
+from nixlet.store import durability, roots, staging
 from nixlet.store.layout import CODE_FILE, CONFIG_FILE, has_derivation, rref_dir_str
 from nixlet.store.sealing import FULL, removed_on_error, write_record
 from nixlet.values.config import Config
@@ -102,9 +102,18 @@ class Publisher:
                     ref=item.dref,
                 )
         items = [_Item(s, i) for s in staged for i in range(len(s.rrefs))]
+        if not items:
+            # Nothing to publish (a driver's round that built nothing: a cached realize):
+            # no lock, and no durable flush of an empty batch (a syncfs: 9 ms here).
+            return [list(s.rrefs) for s in staged]
         moves: list[_Move] = []
         try:
-            fresh = _publish_batch(self.store, items, moves, self.touched)
+            # Under the gc lock (shared): a gc neither removes a derivation folder this
+            # batch publishes into, nor the published RRefs before they are temporary roots
+            # of this process (until a plan that records them closes, or the process ends).
+            with roots.rooting(self.store, roots.PUBLISHED) as rooting:
+                fresh = _publish_batch(self.store, items, moves, self.touched)
+                rooting.add(item.rref for item in items)
         except OSError as e:
             # Whatever is still in staging was not published: remove it, so that a full disk
             # is not kept full by the batch that failed (a published object has left its
@@ -137,6 +146,14 @@ def publishing(store: Store) -> Iterator[Publisher]:
 
 
 def _publish_error(store: Store, e: OSError) -> StoreError:
+    return StoreError(
+        f"cannot publish into {store.root}: {_why(store, e)}; nothing of this batch was published",
+        path=store.root,
+    )
+
+
+def _why(store: Store, e: OSError) -> str:
+    """What went wrong with a publication, in words."""
     if e.errno in FULL:
         why = f"the store {store.root} is full ({errno.errorcode.get(e.errno or 0)})"
     elif e.errno == errno.ENOENT:
@@ -146,10 +163,7 @@ def _publish_error(store: Store, e: OSError) -> StoreError:
         )
     else:
         why = f"{e.strerror} ({e.filename})"
-    return StoreError(
-        f"cannot publish into {store.root}: {why}; nothing of this batch was published",
-        path=store.root,
-    )
+    return why
 
 
 @attrs.frozen
@@ -316,3 +330,76 @@ def _rename_new(src: str | Path, dst: str | Path) -> bool:
             return False
         raise
     return True
+
+
+@attrs.frozen
+class Received:
+    """A derivation folder that ``sync`` received into staging and checked: the record
+    (``config.json``, ``code``) when ``record`` is true, and the realization objects of
+    ``rrefs``, each in the folder named by its hash, sealed but still writable at the top
+    (moving a folder to a new parent rewrites its ``..`` entry)."""
+
+    dref: DRef
+    folder: str
+    rrefs: tuple[RRef, ...]
+    record: bool
+
+
+def publish_received(
+    store: Store, received: Sequence[Received], paths: Iterable[Path], nbytes: int
+) -> list[RRef]:
+    """Publish what ``sync`` received, in the order given (dependencies first), and return
+    the RRefs it added; durable on return.
+
+    The received folders are the objects: a derivation the store lacks enters it by one
+    rename of its received folder (record and realizations together, as a build's first
+    publication does), with no record written again; a realization of a derivation the
+    store holds is renamed into it. One durable flush of the data (``paths``, ``nbytes``:
+    what the per-path fallback of ``durability.make_durable`` syncs) precedes the renames,
+    one flush of the names follows them. A name another writer published meanwhile is left
+    as it is (same name, same bytes), and not counted.
+
+    Raises:
+        StoreError: a rename failed (a full disk, a derivation removed under the sync);
+            what was renamed before stays published and durable.
+    """
+    durability.make_durable(store, paths, nbytes)
+    added: list[RRef] = []
+    touched: set[str] = set()
+    try:
+        # Under the gc lock (shared), as Publisher.publish_many: a gc neither removes a
+        # derivation folder this renames into, nor what it adds before it is rooted.
+        with roots.rooting(store, roots.PROCESS) as rooting:
+            _rename_received(store, received, added, touched)
+            rooting.add(added)
+    except OSError as e:
+        raise StoreError(
+            f"cannot publish what was received into {store.root}: {_why(store, e)}; what "
+            "was published before stays, run the sync again to complete it",
+            path=store.root,
+        ) from None
+    finally:
+        durability.flush(store, [Path(p) for p in sorted(touched)])
+    return added
+
+
+def _rename_received(
+    store: Store, received: Sequence[Received], added: list[RRef], touched: set[str]
+) -> None:
+    """The renames of ``publish_received``, in order; fills ``added`` and ``touched``."""
+    for item in received:
+        target = os.path.join(store.root, item.dref.key)
+        if item.record and _rename_new(item.folder, target):
+            touched.update((str(store.root), target))
+            done = list(item.rrefs)
+        else:
+            touched.add(target)
+            done = [
+                r
+                for r in item.rrefs
+                if _rename_new(os.path.join(item.folder, r.rhash), rref_dir_str(store, r))
+            ]
+        for rref in done:
+            os.chmod(rref_dir_str(store, rref), 0o555)
+            log.info("publish %s", rref)
+        added.extend(done)

@@ -247,6 +247,19 @@ def write_record(path: str, data: bytes) -> None:
         os.close(fd)
 
 
+def seal_received(obj: str, manifest: manifest_mod.Manifest) -> None:
+    """Make a realization object that ``sync`` received canonical, as a build's is: rsync
+    keeps the sender's modes and mtimes, which nothing vouches for, so ``meta.json`` and
+    the files under ``out/`` get the modes the manifest records and the canonical mtime.
+    The object's top folder is left writable until it is published (moving a folder to a
+    new parent rewrites its ``..`` entry); publishing makes it read-only."""
+    meta = os.path.join(obj, META_FILE)
+    os.chmod(meta, 0o444)
+    os.utime(meta, (CANONICAL_MTIME, CANONICAL_MTIME), follow_symlinks=False)
+    _seal(obj, manifest)
+    os.chmod(obj, 0o755)
+
+
 def _seal(obj: str, manifest: manifest_mod.Manifest) -> None:
     """Make a staged object read-only and canonical before it is published. Symlinks are
     never followed: ``check_outputs`` refused a symlinked output folder, and a symlink inside

@@ -81,16 +81,21 @@ def catref(rref: RRef | str, *path: str, store: StoreArg = None) -> str:
         ) from None
 
 
-def rmref(ref: DRef | RRef | str, *, store: StoreArg = None) -> None:
+def rmref(ref: DRef | RRef | str, *, force: bool = False, store: StoreArg = None) -> None:
     """Remove a realization, or a derivation with all its realizations. The removal is
-    atomic: the object disappears whole. Nothing checks whether other realizations depend
-    on it (that is what GC roots, a later feature, are for).
+    atomic: the object disappears whole.
+
+    It refuses to remove what others in the store still depend on (a realization named in
+    another's context, a derivation named in another's config), and says which: removing
+    it would leave them naming an input that is gone. ``force=True`` removes it anyway.
+    ``gc`` removes only what nothing needs.
 
     Raises:
         RefError: ``ref`` is not a DRef or RRef.
-        StoreError: the ref is not in the store, or the store cannot be written.
+        StoreError: the ref is not in the store, others depend on it (without ``force``),
+            or the store cannot be written.
     """
-    remove_ref(store_mod.resolve(store), _parse_ref(ref))
+    remove_ref(store_mod.resolve(store), _parse_ref(ref), force=force)
 
 
 def du(*, store: StoreArg = None) -> dict[DRef, tuple[int, dict[RRef, int]]]:

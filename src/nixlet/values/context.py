@@ -1,4 +1,5 @@
-"""Realization identity: the context record and the RRef hash.
+"""Realization identity: the context record and the RRef hash; and the DRef hash rule,
+here so that the store layer can check a derivation record it did not make (an archive's).
 
 A realization's hash has two halves. The first names its context (the RRefs chosen for
 each direct dependency; each of those names its own context, so a context stays the size of
@@ -12,13 +13,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
+from nixlet.values.config import Config
 from nixlet.values.errors import StoreError
 from nixlet.values.hashing import HASH_CHARS, canonical_json, record_hash
 from nixlet.values.refs import DRef, RRef
 
+DERIVATION_TAG = "nixlet/derivation/v1"
 CONTEXT_TAG = "nixlet/context/v1"
 REALIZATION_TAG = "nixlet/realization/v1"
 PREFIX_CHARS = HASH_CHARS // 2
+
+
+def derivation_hash(config: Config, code: str) -> str:
+    """The DRef hash of a config and a code identity (docs/store-format.md, Derivations)."""
+    return record_hash(DERIVATION_TAG, config.canonical, code.encode("utf-8"))
 
 
 def encode_context(context: Mapping[DRef, Sequence[RRef]]) -> bytes:

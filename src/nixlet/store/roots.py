@@ -1,0 +1,447 @@
+"""Garbage-collector roots: what ``gc`` must keep. Part of the store layer.
+
+Two kinds, as in Nix:
+
+- **User roots** (``linkrref``): a symlink in a user's folder pointing to a realization's
+  files, registered inside the store as ``roots/<hash of the link's path>``, a symlink back
+  to the user's link. A registration counts while the user's link still points into the
+  store; ``gc`` removes the others (the user deleted or re-pointed the link).
+- **Temporary roots**: each process that realizes or publishes keeps one file, ``roots``,
+  in its staging folder (``.tmp/<host>-<pid>-<rand>/roots``), holding one RRef a line:
+  what its plans chose, saw or built, until each plan closes, and the results of the
+  realizations that returned, until the process ends. The staging folder is held by the
+  process's flock for its whole life (``nixlet.store.staging``) and the kernel drops that
+  lock when the process dies, even by SIGKILL: a dead process's roots stop counting at
+  once, and go with its staging garbage. (One lock per process rather than a second one
+  for the roots; and nothing of a process's own shows outside ``.tmp``, which a merge
+  with rsync skips.)
+
+Both are read by ``gc`` under an exclusive ``flock`` of the ``.locks`` folder. A process takes
+the same lock *shared* from the moment it looks at realizations (a matcher reads them) until
+what it chose is written down as temporary roots, and while it publishes: ``gc`` never sees
+a realization chosen but not yet rooted, nor deletes one a matcher is reading. The lock is
+held for one batch (one ``Plan.ready``, one ``Plan.record``, one publication), never while
+waiting for a build lock (``gc`` could wait for a builder that waits for ``gc``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import hashlib
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from nixlet.store import records, staging
+from nixlet.store.layout import LOCKS, OUT, TMP, rref_out
+from nixlet.values.errors import RefError, StoreError, UsageError
+from nixlet.values.hashing import HASH_CHARS
+from nixlet.values.model import Store
+from nixlet.values.refs import RRef
+
+#: The store's folder of user roots, and the name of a process's temporary-root file in its
+#: staging folder (staging's own entries are always ``<label>.<n>``: no clash).
+ROOTS, TEMP = "roots", "roots"
+
+# ---------------------------------------------------------------- the gc lock
+
+
+@contextmanager
+def gc_lock(store: Store, *, shared: bool) -> Iterator[bool]:
+    """Hold the gc lock: an ``flock`` of the ``.locks`` folder itself, shared (writers:
+    choosing, publishing, linking) or exclusive (``gc``). A folder, not a lock file: no
+    file to create (in a store one may only read, too), none for rsync to copy. Yields
+    whether it is held: a writer in a store whose ``.locks`` it cannot open goes on
+    without it (it cannot write to the store either).
+
+    Raises:
+        StoreError: exclusive, and ``.locks`` cannot be opened.
+    """
+    path = os.path.join(store.root, LOCKS)
+    fd = _open_folder(path)
+    if fd is None:
+        if not shared:
+            raise StoreError(
+                f"cannot open {path} to take the gc lock: collecting garbage needs a "
+                f"store it can write ({store.root})",
+                path=path,
+            )
+        yield False
+        return
+    _held_fds.add(fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield True
+    finally:
+        if fd in _held_fds:  # a forked child closed its copy at fork
+            _held_fds.discard(fd)
+            os.close(fd)
+
+
+def _open_folder(path: str) -> int | None:
+    """Open ``.locks`` (making it if it was removed); None if that fails."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        return os.open(path, flags)
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):
+            os.mkdir(path)
+    except OSError:
+        return None
+    try:
+        return os.open(path, flags)
+    except OSError:
+        return None
+
+
+#: Descriptors of gc locks and of temporary-root files this process holds.
+_held_fds: set[int] = set()
+
+
+# ---------------------------------------------------------------- temporary roots
+
+#: The owner of what this process keeps until it ends: the results of finished realizes.
+PROCESS = "process"
+#: The owner of what this process published: kept until it ends, unless a plan records it
+#: (it is then that plan's, and goes when the plan closes, unless it is its result).
+PUBLISHED = "published"
+
+
+class _TempRoots:
+    """This process's temporary-root file of one store, and who holds each line.
+
+    ``held`` maps an owner (a plan, ``PROCESS`` or ``PUBLISHED``) to its RRefs, as text
+    (hashing text is cheaper than hashing RRef values, and text is what the file holds);
+    the file holds their union (``written``), appended to as owners add, rewritten when an
+    owner lets go.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.path: str | None = None
+        self.held: dict[object, set[str]] = {}
+        self.written: set[str] = set()
+        self.broken = False  # the file cannot be made (a read-only store): root nothing
+
+    def _open(self, flags: int) -> int | None:
+        """The file, opened (made on first use) in this process's staging folder, which is
+        locked before it exists: never taken for a dead process's. Not kept open: a store
+        removed under this process (or unmounted) must not be held by it."""
+        if self.broken:
+            return None
+        try:
+            self.path = os.path.join(staging.staging_root(self.store), TEMP)
+            return os.open(self.path, flags | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:  # StoreError included: a read-only store, where no gc of ours runs
+            self.broken = True
+            return None
+
+    def add(self, owner: object, rrefs: Iterable[RRef]) -> None:
+        """Give ``owner`` these roots (the caller holds the gc lock shared). An RRef held
+        as ``PUBLISHED`` moves to ``owner``: a plan that records what it published drops it
+        when it closes."""
+        texts = [str(r) for r in rrefs]
+        mine = self.held.setdefault(owner, set())
+        mine.update(texts)
+        loose = self.held.get(PUBLISHED)
+        if loose and owner is not PUBLISHED:
+            loose.difference_update(texts)
+        new = [t for t in dict.fromkeys(texts) if t not in self.written]
+        if not new:
+            return
+        fd = self._open(os.O_WRONLY | os.O_APPEND)
+        if fd is None:
+            return
+        try:
+            os.write(fd, "".join(f"{t}\n" for t in new).encode())
+        finally:
+            os.close(fd)
+        self.written.update(new)
+
+    def release(self, owner: object, keep: Iterable[RRef]) -> None:
+        """``owner`` lets go of its roots but ``keep`` (held until the process ends); the
+        file is rewritten without what nobody holds any more."""
+        dropped = self.held.pop(owner, set())
+        kept = {str(r) for r in keep}
+        if kept:
+            self.held.setdefault(PROCESS, set()).update(kept)
+        if not dropped - kept:
+            return
+        wanted = set().union(*self.held.values()) if self.held else set()
+        if self.path is None or wanted == self.written:
+            return
+        with gc_lock(self.store, shared=True):
+            # Under the lock: gc never reads a half-written file.
+            fd = self._open(os.O_WRONLY | os.O_TRUNC)
+            if fd is None:
+                return
+            try:
+                os.write(fd, "".join(f"{t}\n" for t in sorted(wanted)).encode())
+            finally:
+                os.close(fd)
+            self.written = wanted
+
+
+_temp: dict[tuple[Path, int], _TempRoots] = {}
+_temp_lock = threading.RLock()
+
+
+def _roots_of(store: Store) -> _TempRoots:
+    key = (store.root, os.getpid())
+    found = _temp.get(key)
+    if found is None:
+        found = _temp[key] = _TempRoots(store)
+    return found
+
+
+class Rooting:
+    """What ``rooting`` yields: RRefs ``add``-ed become temporary roots of one owner before
+    the gc lock is let go."""
+
+    def __init__(self, store: Store, owner: object) -> None:
+        self.store, self.owner = store, owner
+        self.pending: list[RRef] = []
+        self._stack: contextlib.ExitStack | None = None
+
+    def add(self, rrefs: Iterable[RRef]) -> None:
+        """Root these when the lock is let go (or sooner)."""
+        self.pending.extend(rrefs)
+
+    def flush(self) -> None:
+        """Write down what was added so far."""
+        if self.pending:
+            with _temp_lock:
+                _roots_of(self.store).add(self.owner, self.pending)
+            self.pending = []
+
+    @contextmanager
+    def suspended(self) -> Iterator[None]:
+        """Let go of the gc lock for a while (to wait for a build lock), after writing
+        down what was added; take it again after."""
+        self.flush()
+        assert self._stack is not None
+        self._stack.close()
+        try:
+            yield
+        finally:
+            self._stack = contextlib.ExitStack()
+            self._stack.enter_context(gc_lock(self.store, shared=True))
+
+
+@contextmanager
+def rooting(store: Store, owner: object) -> Iterator[Rooting]:
+    """Hold the gc lock shared for one batch of choosing or publishing; what is added to
+    the ``Rooting`` it yields becomes temporary roots of ``owner`` before the lock goes,
+    even when the block ends by an exception (what was chosen may still be in use)."""
+    r = Rooting(store, owner)
+    r._stack = contextlib.ExitStack()
+    r._stack.enter_context(gc_lock(store, shared=True))
+    try:
+        yield r
+    finally:
+        try:
+            with contextlib.suppress(OSError):  # rooting is best effort on a broken disk
+                r.flush()
+        finally:
+            r._stack.close()
+
+
+def release(store: Store, owner: object, keep: Iterable[RRef] = ()) -> None:
+    """``owner`` (a plan that closes) lets go of its temporary roots, except ``keep``
+    (its results), which this process holds until it ends. Best effort: a root that cannot
+    be dropped only keeps something longer."""
+    with _temp_lock, contextlib.suppress(OSError):
+        found = _temp.get((store.root, os.getpid()))
+        if found is not None:
+            found.release(owner, keep)
+
+
+def temp_roots(store: Store) -> set[RRef]:
+    """The temporary roots of live processes, this one's included (the caller holds the
+    gc lock exclusively, so no process writes its file meanwhile). A dead process's file
+    is left to its staging garbage.
+
+    Raises:
+        StoreError: ``.tmp`` or a live process's file cannot be read.
+    """
+    tmp = os.path.join(store.root, TMP)
+    try:
+        names = sorted(os.listdir(tmp))
+    except FileNotFoundError:
+        return set()
+    except OSError as e:
+        raise StoreError(f"cannot list {tmp}: {e.strerror or e}", path=tmp) from None
+    own = staging._staging.get((store.root, os.getpid()), (None,))[0]
+    found: set[RRef] = set()
+    for name in names:
+        path = os.path.join(tmp, name, TEMP)
+        if name.endswith(".lock") or not os.path.exists(path):
+            continue
+        if Path(tmp, name) != own and not staging._is_held(Path(tmp), name):
+            continue  # a dead process's: its roots ended with it
+        try:
+            found.update(_parse_lines(records.read_bytes(path)))
+        except FileNotFoundError:
+            continue  # its process ended meanwhile, and removed its staging
+        except OSError as e:
+            raise StoreError(f"cannot read {path}: {e.strerror or e}", path=path) from None
+    return found
+
+
+def _parse_lines(data: bytes) -> Iterator[RRef]:
+    for line in data.decode("utf-8", "replace").splitlines():
+        with contextlib.suppress(RefError):
+            yield RRef.parse(line)  # a line cut by a crash is no RRef: skipped
+
+
+def _forget_at_fork() -> None:
+    """A forked child must not hold its parent's gc lock nor write to its parent's roots:
+    it closes its copies and starts afresh (in a staging folder of its own)."""
+    for fd in _held_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_fds.clear()
+    _temp.clear()
+
+
+def _remove_own_files() -> None:
+    """At a normal exit, remove this process's temporary-root files: their roots end with
+    it, and staging then removes its folder if nothing else is left in it. (Registered
+    after staging's own exit hook, so it runs before it.)"""
+    for (_, pid), roots in list(_temp.items()):
+        if pid == os.getpid() and roots.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(roots.path)
+
+
+os.register_at_fork(after_in_child=_forget_at_fork)
+atexit.register(_remove_own_files)
+
+
+# ---------------------------------------------------------------- user roots
+
+
+def _registration(store: Store, dest: str) -> str:
+    """The path of the registration of the user link ``dest`` (absolute)."""
+    digest = hashlib.sha256(os.fsencode(dest)).hexdigest()[:HASH_CHARS]
+    return os.path.join(store.root, ROOTS, digest)
+
+
+def absolute(dest: str | os.PathLike[str]) -> str:
+    """``dest`` made absolute, its folder's symlinks resolved (the link itself is not
+    followed): one link has one registration however it was named."""
+    path = os.path.abspath(os.fspath(dest))
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
+def link_root(store: Store, rref: RRef, dest: str | os.PathLike[str]) -> Path:
+    """Make ``dest`` a symlink to the files of ``rref`` and register it as a root; an
+    existing symlink at ``dest`` is replaced. Returns ``dest`` (absolute).
+
+    The registration is made first, then the link, both under the gc lock (shared): a
+    ``gc`` in between would otherwise find a registration whose link is not there yet.
+
+    Raises:
+        StoreError: ``rref`` is not in the store, or the store cannot be written.
+        UsageError: ``dest`` exists and is not a symlink, or its folder does not exist.
+    """
+    target = os.fspath(rref_out(store, rref))
+    path = absolute(dest)
+    if os.path.lexists(path) and not os.path.islink(path):
+        raise UsageError(
+            f"{path} exists and is not a symlink; linkrref replaces only symlinks: choose "
+            "another path, or remove it",
+            argument="dest",
+        )
+    if not os.path.isdir(os.path.dirname(path)):
+        raise UsageError(f"the folder of {path} does not exist; create it first", argument="dest")
+    with gc_lock(store, shared=True):
+        if not os.path.isdir(target):
+            raise StoreError(f"{rref} is not in the store {store.root}", path=target, ref=rref)
+        reg = _registration(store, path)
+        try:
+            os.makedirs(os.path.dirname(reg), exist_ok=True)
+            _symlink_over(path, reg)
+        except OSError as e:
+            raise StoreError(
+                f"cannot register the root {path} in {store.root}: {e.strerror or e}; "
+                "linking needs write access to the store",
+                path=reg,
+                ref=rref,
+            ) from None
+        try:
+            _symlink_over(target, path)
+        except OSError as e:
+            raise UsageError(
+                f"cannot make the link {path}: {e.strerror or e}", argument="dest"
+            ) from None
+    return Path(path)
+
+
+def _symlink_over(target: str, path: str) -> None:
+    """Make ``path`` a symlink to ``target`` by one rename (replacing a symlink there)."""
+    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def user_roots(store: Store, *, remove_stale: bool) -> tuple[set[RRef], list[Path]]:
+    """The RRefs the registered user links point to, and the stale registrations (whose
+    link is gone or points elsewhere; removed if ``remove_stale``). The caller holds the
+    gc lock exclusively.
+
+    Raises:
+        StoreError: ``roots`` cannot be listed.
+    """
+    folder = os.path.join(store.root, ROOTS)
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return set(), []
+    except OSError as e:
+        raise StoreError(f"cannot list {folder}: {e.strerror or e}", path=folder) from None
+    found: set[RRef] = set()
+    stale: list[Path] = []
+    for name in names:
+        reg = os.path.join(folder, name)
+        if name.endswith(".tmp"):
+            continue  # a registration being made
+        rref = _pointed(store, reg)
+        if rref is not None:
+            found.add(rref)
+            continue
+        stale.append(Path(reg))
+        if remove_stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(reg)
+    return found, stale
+
+
+def _pointed(store: Store, reg: str) -> RRef | None:
+    """The RRef whose files the user link of registration ``reg`` points to, or None (the
+    registration or link is broken, or points elsewhere than into this store)."""
+    try:
+        dest = os.readlink(reg)
+        target = os.readlink(dest)
+    except OSError:
+        return None
+    if _registration(store, dest) != reg:
+        return None  # not ours (a registration copied from another store, or hand-made)
+    target = os.path.normpath(os.path.join(os.path.dirname(dest), target))
+    rel = os.path.relpath(target, store.root).split(os.sep)
+    if len(rel) != 3 or rel[2] != OUT or len(rel[0]) <= HASH_CHARS + 1:
+        return None
+    dkey, rhash = rel[0], rel[1]
+    try:
+        return RRef.parse(f"rref:{rhash}-{dkey}")
+    except RefError:
+        return None
