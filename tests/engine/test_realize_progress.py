@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import select
+import selectors
 import subprocess
 import sys
 from pathlib import Path
@@ -67,9 +67,12 @@ def _under_pty(args: list[str], env: dict[str, str]) -> str:
     finally:
         os.close(slave)  # the child holds its own copies; EOF comes when it exits
     chunks: list[bytes] = []
+    # A selector (epoll), not select(): a long test run may hold descriptors above 1024.
+    selector = selectors.DefaultSelector()
+    selector.register(master, selectors.EVENT_READ)
     try:
         while True:
-            ready, _, _ = select.select([master], [], [], HANG_GUARD)
+            ready = selector.select(HANG_GUARD)
             if not ready:
                 proc.kill()
                 pytest.fail(f"{args} hung; it wrote {b''.join(chunks)!r}")

@@ -17,7 +17,7 @@ import ast
 import json
 import os
 import re
-import select
+import selectors
 import shutil
 import subprocess
 import sys
@@ -211,8 +211,12 @@ def run_on_a_terminal(args: list[str], lines: str, cwd: Path, env: dict[str, str
     try:
         os.write(primary, lines.encode())
         deadline = time.monotonic() + HANG_GUARD
+        # A selector (epoll), not select(): in a long test run this process may hold
+        # descriptors above 1024, which select() refuses.
+        selector = selectors.DefaultSelector()
+        selector.register(primary, selectors.EVENT_READ)
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([primary], [], [], 1.0)
+            ready = selector.select(1.0)
             if not ready:
                 if proc.poll() is not None:
                     break

@@ -3,6 +3,7 @@ the helpers a build function uses to find its config, its inputs and its output 
 
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,15 +33,19 @@ class _BuildWrapper:
 
     def __call__(self, step: BuildStep, /) -> Sequence[Path]:
         store, dref = step.store, step.dref
-        folder = staging.new_staging(store, dref.name)
+        root = staging.new_staging_path(store, dref.name)
         # One output is built in <staging>/out, which publishing turns into the object
-        # folder as it is; several go to <staging>/<i>/out.
+        # folder as it is; several go to <staging>/<i>/out. (Strings, then one Path each:
+        # this runs once per build.)
         if self.nouts == 1:
-            outpaths: tuple[Path, ...] = (folder / "out",)
+            outs = [os.path.join(root, "out")]
+            os.mkdir(outs[0])
         else:
-            outpaths = tuple(folder / str(i) / "out" for i in range(self.nouts))
-        for out in outpaths:
-            out.mkdir(parents=True)
+            outs = [os.path.join(root, str(i), "out") for i in range(self.nouts)]
+            for out in outs:
+                os.makedirs(out)
+        folder = Path(root)
+        outpaths = tuple(Path(out) for out in outs)
         b = Build(store, dref, step.config, step.context, outpaths, folder)
         try:
             self.fn(b)

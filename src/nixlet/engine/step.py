@@ -39,7 +39,7 @@ def build_step(step: BuildStep) -> Staged:
     log.info("build %s", dref)
     started = time.time()
     try:
-        outdirs = [Path(p) for p in step.realizer(step)]
+        outdirs = list(step.realizer(step))
     except NixletError:
         raise
     except Exception as e:

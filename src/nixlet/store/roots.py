@@ -61,6 +61,10 @@ def gc_lock(store: Store, *, shared: bool) -> Iterator[bool]:
     Raises:
         StoreError: exclusive, and ``.locks`` cannot be opened.
     """
+    if shared:
+        with _shared_hold(store) as held:
+            yield held
+        return
     path = os.path.join(store.root, LOCKS)
     fd = _open_folder(path)
     if fd is None:
@@ -80,6 +84,103 @@ def gc_lock(store: Store, *, shared: bool) -> Iterator[bool]:
         if fd in _held_fds:  # a forked child closed its copy at fork
             _held_fds.discard(fd)
             os.close(fd)
+
+
+class _SharedHold:
+    """This process's shared hold of one store's gc lock: one descriptor of ``.locks``,
+    kept open, and how many holders (plans, publications, threads) are inside. Only the
+    first takes the flock and only the last lets it go: a realize takes the lock three
+    times per build, and opening the folder each time was measured at about 50 µs a build.
+    (flock belongs to the open file: two holders on one descriptor share one lock, so the
+    count, not the kernel, says when it is free.)"""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.count = 0
+        self.guard = threading.Lock()
+
+
+_shared: dict[tuple[Path, int], _SharedHold] = {}
+_shared_guard = threading.Lock()
+
+
+#: How many stores' descriptors a process keeps open: the ones in use, and the most recent
+#: others. A process that opens hundreds of stores (a test suite) must not run out of
+#: descriptors; one that uses a few pays no open per build.
+KEPT_STORES = 8
+
+
+def _hold_of(store: Store) -> _SharedHold:
+    key = (store.root, os.getpid())
+    hold = _shared.get(key)
+    if hold is None:
+        with _shared_guard:
+            hold = _shared.setdefault(key, _SharedHold())
+            _trim_holds()
+    return hold
+
+
+def _trim_holds() -> None:
+    """Close the descriptors of the oldest stores' holds that nobody is inside (the caller
+    holds ``_shared_guard``); their next use opens ``.locks`` again."""
+    for key in list(_shared)[:-KEPT_STORES]:
+        hold = _shared[key]
+        with hold.guard:
+            if hold.count:
+                continue
+            del _shared[key]
+            if hold.fd is not None and hold.fd in _held_fds:
+                _held_fds.discard(hold.fd)
+                with contextlib.suppress(OSError):
+                    os.close(hold.fd)
+            hold.fd = None
+
+
+def _take_shared(store: Store, hold: _SharedHold) -> bool:
+    """Enter ``hold`` (taking the flock if first); whether the lock is really held."""
+    with hold.guard:
+        if hold.count == 0:
+            if hold.fd is None:
+                hold.fd = _open_folder(os.path.join(store.root, LOCKS))
+                if hold.fd is not None:
+                    _held_fds.add(hold.fd)
+            if hold.fd is not None:
+                # Waits while a gc runs; other threads of this process wait on the guard.
+                fcntl.flock(hold.fd, fcntl.LOCK_SH)
+        hold.count += 1
+        return hold.fd is not None
+
+
+def _let_go_shared(hold: _SharedHold) -> None:
+    with hold.guard:
+        hold.count -= 1
+        if hold.count == 0 and hold.fd is not None and hold.fd in _held_fds:
+            fcntl.flock(hold.fd, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _shared_hold(store: Store) -> Iterator[bool]:
+    hold = _hold_of(store)
+    held = _take_shared(store, hold)
+    try:
+        yield held
+    finally:
+        _let_go_shared(hold)
+
+
+def forget(store: Store) -> None:
+    """Close this process's kept descriptor of a store's ``.locks`` (the store was wiped,
+    or its filesystem is to be unmounted)."""
+    with _temp_lock:
+        temp = _temp.pop((store.root, os.getpid()), None)
+    if temp is not None:
+        temp.close()
+    with _shared_guard:
+        hold = _shared.pop((store.root, os.getpid()), None)
+    if hold is not None and hold.fd is not None and hold.fd in _held_fds:
+        _held_fds.discard(hold.fd)
+        with contextlib.suppress(OSError):
+            os.close(hold.fd)
 
 
 def _open_folder(path: str) -> int | None:
@@ -126,19 +227,34 @@ class _TempRoots:
         self.held: dict[object, set[str]] = {}
         self.written: set[str] = set()
         self.broken = False  # the file cannot be made (a read-only store): root nothing
+        self.fd: int | None = None
 
-    def _open(self, flags: int) -> int | None:
-        """The file, opened (made on first use) in this process's staging folder, which is
-        locked before it exists: never taken for a dead process's. Not kept open: a store
-        removed under this process (or unmounted) must not be held by it."""
+    def _open(self) -> int | None:
+        """The file, opened for appending (made on first use) in this process's staging
+        folder, which is locked before it exists: never taken for a dead process's. Kept
+        open (an open and a close per write were most of a build's rooting cost);
+        ``forget`` closes it, for a store wiped or unmounted under this process."""
         if self.broken:
             return None
+        if self.fd is not None:
+            return self.fd
         try:
             self.path = os.path.join(staging.staging_root(self.store), TEMP)
-            return os.open(self.path, flags | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            self.fd = os.open(self.path, flags, 0o600)
         except OSError:  # StoreError included: a read-only store, where no gc of ours runs
             self.broken = True
             return None
+        _held_fds.add(self.fd)
+        return self.fd
+
+    def close(self) -> None:
+        """Close the kept descriptor (see ``_open``)."""
+        if self.fd is not None and self.fd in _held_fds:
+            _held_fds.discard(self.fd)
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+        self.fd = None
 
     def add(self, owner: object, rrefs: Iterable[RRef]) -> None:
         """Give ``owner`` these roots (the caller holds the gc lock shared). An RRef held
@@ -153,13 +269,10 @@ class _TempRoots:
         new = [t for t in dict.fromkeys(texts) if t not in self.written]
         if not new:
             return
-        fd = self._open(os.O_WRONLY | os.O_APPEND)
+        fd = self._open()
         if fd is None:
             return
-        try:
-            os.write(fd, "".join(f"{t}\n" for t in new).encode())
-        finally:
-            os.close(fd)
+        os.write(fd, "".join(f"{t}\n" for t in new).encode())
         self.written.update(new)
 
     def release(self, owner: object, keep: Iterable[RRef]) -> None:
@@ -176,13 +289,11 @@ class _TempRoots:
             return
         with gc_lock(self.store, shared=True):
             # Under the lock: gc never reads a half-written file.
-            fd = self._open(os.O_WRONLY | os.O_TRUNC)
+            fd = self._open()
             if fd is None:
                 return
-            try:
-                os.write(fd, "".join(f"{t}\n" for t in sorted(wanted)).encode())
-            finally:
-                os.close(fd)
+            os.ftruncate(fd, 0)  # appends then start at 0 again
+            os.write(fd, "".join(f"{t}\n" for t in sorted(wanted)).encode())
             self.written = wanted
 
 
@@ -195,17 +306,32 @@ def _roots_of(store: Store) -> _TempRoots:
     found = _temp.get(key)
     if found is None:
         found = _temp[key] = _TempRoots(store)
+        for older in list(_temp.values())[:-KEPT_STORES]:
+            older.close()  # reopened on its next write (see _TempRoots._open)
     return found
 
 
 class Rooting:
-    """What ``rooting`` yields: RRefs ``add``-ed become temporary roots of one owner before
-    the gc lock is let go."""
+    """Holds the gc lock shared for one batch of choosing or publishing (a context manager,
+    made by ``rooting``): RRefs ``add``-ed become temporary roots of ``owner`` before the
+    lock is let go, even when the block ends by an exception (what was chosen may still be
+    in use). A plain class, not a generator: a realize enters one three times per build."""
 
     def __init__(self, store: Store, owner: object) -> None:
         self.store, self.owner = store, owner
         self.pending: list[RRef] = []
-        self._stack: contextlib.ExitStack | None = None
+        self._hold = _hold_of(store)
+
+    def __enter__(self) -> Rooting:
+        _take_shared(self.store, self._hold)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            with contextlib.suppress(OSError):  # rooting is best effort on a broken disk
+                self.flush()
+        finally:
+            _let_go_shared(self._hold)
 
     def add(self, rrefs: Iterable[RRef]) -> None:
         """Root these when the lock is let go (or sooner)."""
@@ -223,31 +349,17 @@ class Rooting:
         """Let go of the gc lock for a while (to wait for a build lock), after writing
         down what was added; take it again after."""
         self.flush()
-        assert self._stack is not None
-        self._stack.close()
+        _let_go_shared(self._hold)
         try:
             yield
         finally:
-            self._stack = contextlib.ExitStack()
-            self._stack.enter_context(gc_lock(self.store, shared=True))
+            _take_shared(self.store, self._hold)
 
 
-@contextmanager
-def rooting(store: Store, owner: object) -> Iterator[Rooting]:
+def rooting(store: Store, owner: object) -> Rooting:
     """Hold the gc lock shared for one batch of choosing or publishing; what is added to
-    the ``Rooting`` it yields becomes temporary roots of ``owner`` before the lock goes,
-    even when the block ends by an exception (what was chosen may still be in use)."""
-    r = Rooting(store, owner)
-    r._stack = contextlib.ExitStack()
-    r._stack.enter_context(gc_lock(store, shared=True))
-    try:
-        yield r
-    finally:
-        try:
-            with contextlib.suppress(OSError):  # rooting is best effort on a broken disk
-                r.flush()
-        finally:
-            r._stack.close()
+    the ``Rooting`` becomes temporary roots of ``owner`` before the lock goes."""
+    return Rooting(store, owner)
 
 
 def release(store: Store, owner: object, keep: Iterable[RRef] = ()) -> None:
@@ -305,6 +417,7 @@ def _forget_at_fork() -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     _held_fds.clear()
+    _shared.clear()
     _temp.clear()
 
 

@@ -42,7 +42,7 @@ class Sealed:
     nbytes: int = 0
 
 
-def check_outputs(store: Store, dref: DRef, outdirs: Sequence[Path]) -> list[str]:
+def check_outputs(store: Store, dref: DRef, outdirs: Sequence[str | os.PathLike[str]]) -> list[str]:
     """The output folders a realizer returned, as absolute paths, after checking that each
     is a real folder (not a symlink, not reached through one) inside this store's staging
     area, that none is given twice and that none holds another.
@@ -98,7 +98,7 @@ def _overlap(a: str, b: str) -> bool:
     return a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep)
 
 
-def _refuse(store: Store, dref: DRef, outdir: Path, why: str) -> None:
+def _refuse(store: Store, dref: DRef, outdir: str | os.PathLike[str], why: str) -> None:
     """Refuse an output. If it lies in a staging root's folder (a symlink there, a folder
     given twice or nested), that folder is kept as ``failed.*``, which
     ``remove_staging_garbage`` frees; nothing outside staging is touched."""
@@ -128,9 +128,7 @@ def seal(
         StoreError: the disk is full; what the build left in staging is removed.
     """
     try:
-        manifest = manifest_mod.scan(
-            Path(outdir), writeback=syscalls.start_writeback, unshare=_unshare
-        )
+        manifest = manifest_mod.scan(outdir, writeback=syscalls.start_writeback, unshare=_unshare)
     except manifest_mod.UnsupportedEntry as e:
         # Kept for inspection, renamed failed.* so that remove_staging_garbage frees it.
         kept = staging.mark_failed(store, Path(outdir))

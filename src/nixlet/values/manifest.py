@@ -9,7 +9,6 @@ import json
 import os
 import stat
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -75,7 +74,9 @@ Unshare = Callable[[str, os.stat_result], None]
 
 
 def scan(
-    root: Path, writeback: Callable[[int], None] | None = None, unshare: Unshare | None = None
+    root: str | os.PathLike[str],
+    writeback: Callable[[int], None] | None = None,
+    unshare: Unshare | None = None,
 ) -> Manifest:
     """Walk ``root`` and hash every file, streamed. Symlinks are recorded, never followed.
 

@@ -61,7 +61,7 @@ def _check_ref_name(_: object, __: attrs.Attribute[str], value: str) -> None:
 # Ordering is written out rather than generated (attrs' order=True): the generated
 # comparisons were measured at 9 us each, and realize sorts RRefs for every derivation.
 @functools.total_ordering
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # a plan keys several dicts by DRef per derivation
 class DRef:
     """A derivation reference, ``dref:<dhash>-<name>``: names a derivation by the hash of
     its canonical config and its build code."""
