@@ -18,8 +18,7 @@ import pytest
 
 import nixlet as nx
 from campaign_stages import HANG_GUARD
-from nixlet.store import layout
-from nixlet.store import roots as roots_mod
+from nixlet.store import layout, temproots
 from nixlet.store import staging as staging_mod
 from protocol_stages import build_or_error, node
 from strategies import store_view
@@ -251,7 +250,7 @@ def test_publish_of_a_staged_whose_staging_is_gone_is_a_store_error(
     assert len(nx.drefrrefs(step.dref)) == (1 if known else 0)
     assert nx.staging_garbage() == []
     own = staging_mod.staging_root(store)
-    assert [p.name for p in own.iterdir() if p.name != roots_mod.TEMP] == []  # its temp roots aside
+    assert [p.name for p in own.iterdir() if p.name != temproots.TEMP] == []  # its temp roots aside
 
 
 @pytest.mark.parametrize("known", [False, True], ids=["new derivation", "known derivation"])

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 import attrs
 
 from nixlet.engine.matchers import matcher_name
-from nixlet.store import layout, locks, records, roots
+from nixlet.store import layout, locks, records, temproots
 from nixlet.store.opening import StoreArg, resolve
 from nixlet.values.context import context_of
 from nixlet.values.errors import BuildError, ClosureError, MatcherError, UsageError
@@ -81,7 +81,7 @@ class Plan:
     _failed: dict[DRef, Exception] = attrs.field(factory=dict, init=False)
     _closed: bool = attrs.field(default=False, init=False)
     # Set while a batch holds the gc lock: what is chosen or seen becomes a temporary root.
-    _rooting: roots.Rooting | None = attrs.field(default=None, init=False)
+    _rooting: temproots.Rooting | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         for drv in self.closure.derivations:
@@ -123,7 +123,7 @@ class Plan:
             )
         limit = max_steps if max_steps is not None else len(self.closure.derivations) + 1
         found: list[BuildStep] = []
-        with roots.rooting(self.store, self) as self._rooting:
+        with temproots.rooting(self.store, self) as self._rooting:
             try:
                 self._find(found, limit)
             finally:
@@ -167,20 +167,21 @@ class Plan:
                 of this derivation did not satisfy it.
         """
         held = self._held(step)
-        with roots.rooting(self.store, self) as self._rooting:
+        with temproots.rooting(self.store, self) as self._rooting:
             try:
-                self._record(step, held, rrefs)
+                self._record(step, held, rrefs, self._rooting)
             finally:
                 self._rooting = None
 
-    def _record(self, step: BuildStep, held: _Held, rrefs: Iterable[RRef | str]) -> None:
+    def _record(
+        self, step: BuildStep, held: _Held, rrefs: Iterable[RRef | str], rooting: temproots.Rooting
+    ) -> None:
         """``record``, under the gc lock (shared): the published RRefs are checked, rooted
         and matched before a ``gc`` can remove any of them."""
         # Checked before the step leaves ``_out``: a bad argument must not lose the step
         # (its lock would be held by nobody the plan knows, and ``done`` would lie).
         given = self._published(held, rrefs)
-        assert self._rooting is not None
-        self._rooting.add(given)
+        rooting.add(given)
         del self._out[step.dref]
         before = held.existing
         known = set(before)
@@ -255,7 +256,7 @@ class Plan:
         self._out.clear()
         self._again.clear()
         if not self._closed:
-            roots.release(self.store, self, self._chosen.get(self.closure.result, ()))
+            temproots.release(self.store, self, self._chosen.get(self.closure.result, ()))
         self._closed = True
 
     def __enter__(self) -> Plan:

@@ -1,8 +1,8 @@
 """Garbage collection: remove every derivation and realization that no root reaches. Part
 of the store layer.
 
-Roots (``nixlet.store.roots``) are the registered user links, the temporary roots of live
-processes (this one's included) and what the caller asks to ``keep``. From them, ``gc``
+Roots are the registered user links (``nixlet.store.roots``), the temporary roots of live
+processes (``nixlet.store.temproots``; this one's included) and what the caller asks to ``keep``. From them, ``gc``
 follows contexts (a realization's ``meta.json`` names the realizations chosen for its
 dependencies) to the *live* realizations; a derivation is live when one of its realizations
 is, or when it is kept by its DRef (which keeps all its realizations). Everything else goes:
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import attrs
 
-from nixlet.store import durability, locks, records, roots, staging
+from nixlet.store import durability, locks, records, roots, staging, temproots
 from nixlet.store.layout import LOCKS, dref_dir, rref_dir
 from nixlet.values.errors import StoreError
 from nixlet.values.model import Store
@@ -69,9 +69,9 @@ def collect(store: Store, keep: Iterable[DRef | RRef] = (), *, dry_run: bool = F
     """
     keep_rrefs = {k for k in keep if isinstance(k, RRef)}
     keep_drefs = {k for k in keep if isinstance(k, DRef)}
-    with roots.gc_lock(store, shared=False):
+    with temproots.gc_lock(store, shared=False):
         user, stale = roots.user_roots(store, remove_stale=not dry_run)
-        temp = roots.temp_roots(store)
+        temp = temproots.temp_roots(store)
         garbage = staging.staging_garbage(store)
         listing = {d: records.scan_rrefs(store, d) or [] for d in records.list_drefs(store)}
         start = user | temp | keep_rrefs
@@ -89,8 +89,8 @@ def collect(store: Store, keep: Iterable[DRef | RRef] = (), *, dry_run: bool = F
                 parts.extend(doomed)
             removed.extend(doomed)
         if dry_run:
-            size = sum(_size(dref_dir(store, d)) for d in whole)
-            size += sum(_size(rref_dir(store, r)) for r in parts)
+            size = sum(records.tree_size(dref_dir(store, d), gone_ok=True) for d in whole)
+            size += sum(records.tree_size(rref_dir(store, r), gone_ok=True) for r in parts)
         else:
             size = _remove(store, whole, parts)
             for path in garbage:
@@ -185,23 +185,6 @@ def _rename(store: Store, src: Path, dst: str, ref: DRef | RRef) -> None:
             path=src,
             ref=ref,
         ) from None
-
-
-def _size(path: Path) -> int:
-    """The bytes of the files under ``path`` (0 if it is gone)."""
-    total = 0
-    todo = [os.fspath(path)]
-    while todo:
-        try:
-            with os.scandir(todo.pop()) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        todo.append(entry.path)
-                    else:
-                        total += entry.stat(follow_symlinks=False).st_size
-        except FileNotFoundError:
-            continue
-    return total
 
 
 def _delete(path: str | os.PathLike[str]) -> int:

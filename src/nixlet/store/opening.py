@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from nixlet.store import durability, roots, staging
+from nixlet.store import durability, staging, temproots
 from nixlet.store.layout import CANONICAL_MTIME, FORMAT, FORMAT_BYTES, LOCKS, TMP, default_location
 from nixlet.values.errors import StoreError, UsageError
 from nixlet.values.model import Store
@@ -274,7 +274,7 @@ def forget(root: Path) -> None:
     _opened.pop(root, None)
     staging.forget(store)
     durability.forget(store)
-    roots.forget(store)
+    temproots.forget(store)
 
 
 def reset_default() -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import attrs
 
-from nixlet.store import durability, roots, staging
+from nixlet.store import durability, staging, temproots
 from nixlet.store.layout import CODE_FILE, CONFIG_FILE, has_derivation, rref_dir_str
 from nixlet.store.sealing import FULL, removed_on_error, write_record
 from nixlet.values.config import Config
@@ -111,7 +111,7 @@ class Publisher:
             # Under the gc lock (shared): a gc neither removes a derivation folder this
             # batch publishes into, nor the published RRefs before they are temporary roots
             # of this process (until a plan that records them closes, or the process ends).
-            with roots.rooting(self.store, roots.PUBLISHED) as rooting:
+            with temproots.rooting(self.store, temproots.PUBLISHED) as rooting:
                 fresh = _publish_batch(self.store, items, moves, self.touched)
                 rooting.add(item.rref for item in items)
         except OSError as e:
@@ -369,7 +369,7 @@ def publish_received(
     try:
         # Under the gc lock (shared), as Publisher.publish_many: a gc neither removes a
         # derivation folder this renames into, nor what it adds before it is rooted.
-        with roots.rooting(store, roots.PROCESS) as rooting:
+        with temproots.rooting(store, temproots.PROCESS) as rooting:
             _rename_received(store, received, added, touched)
             rooting.add(added)
     except OSError as e:

@@ -258,7 +258,7 @@ def realization_size(store: Store, rref: RRef) -> int | None:
     folder = rref_dir(store, rref)
     for _ in range(_SIZE_ATTEMPTS):
         try:
-            return _tree_size(folder)
+            return tree_size(folder)
         except (FileNotFoundError, NotADirectoryError):
             if not os.path.isdir(folder):
                 return None
@@ -283,18 +283,24 @@ def realization_size(store: Store, rref: RRef) -> int | None:
 _SIZE_ATTEMPTS = 3
 
 
-def _tree_size(folder: str | os.PathLike[str]) -> int:
+def tree_size(folder: str | os.PathLike[str], *, gone_ok: bool = False) -> int:
     """The total ``lstat`` size of every non-folder entry under ``folder``; folders are
-    entered, never symlinks. Raises the OSError of the first entry that cannot be read."""
+    entered, never symlinks. Raises the OSError of the first entry that cannot be read,
+    except that with ``gone_ok`` a folder removed meanwhile counts as empty (gc measures
+    what it is about to remove, which a concurrent ``rmref`` may take first)."""
     total = 0
     todo = [os.fspath(folder)]
     while todo:
-        with os.scandir(todo.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    todo.append(entry.path)
-                else:
-                    total += entry.stat(follow_symlinks=False).st_size
+        try:
+            with os.scandir(todo.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        todo.append(entry.path)
+                    else:
+                        total += entry.stat(follow_symlinks=False).st_size
+        except FileNotFoundError:
+            if not gone_ok:
+                raise
     return total
 
 

@@ -191,7 +191,8 @@ def _location(value: object, argument: str) -> _Location:
 
 def _ssh_command(location: _Location, ssh: Sequence[str], python: str, verb: str) -> list[str]:
     """The command that runs ``nixlet.store.remote <verb>`` at ``location``."""
-    assert location.host is not None  # callers pass remote locations only
+    if location.host is None:  # callers pass remote locations only; not under -O either
+        raise UsageError(f"{location} is not a remote location", argument="location")
     remote = shlex.join([python, "-c", _REMOTE_MAIN, verb, location.path])
     return [*ssh, location.host, remote]
 

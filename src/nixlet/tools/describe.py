@@ -14,10 +14,10 @@ from nixlet.store import opening as store_mod
 from nixlet.store import records
 from nixlet.store.layout import META_FILE, rref_dir
 from nixlet.store.opening import StoreArg
-from nixlet.values.errors import RefError, StoreError
+from nixlet.values.errors import StoreError
 from nixlet.values.manifest import Entry, parse
 from nixlet.values.model import Store
-from nixlet.values.refs import DRef, RRef, is_dref, is_rref
+from nixlet.values.refs import DRef, RRef, parse_ref
 
 
 def rreftimes(rref: RRef | str, *, store: StoreArg = None) -> tuple[float, float]:
@@ -57,7 +57,7 @@ def refsize(ref: DRef | RRef | str, *, closure: bool = False, store: StoreArg = 
             when a record or file cannot be read.
     """
     s = store_mod.resolve(store)
-    r = _parse(ref)
+    r = parse_ref(ref)
     if isinstance(r, DRef):
         own = records.scan_rrefs(s, r)
         if own is None:
@@ -98,11 +98,3 @@ def manifest_entries(store: Store, rref: RRef) -> tuple[Entry, ...]:
     except (ValueError, KeyError, TypeError) as e:
         path = rref_dir(store, rref) / META_FILE
         raise StoreError(f"{path} is corrupted: {e}", path=path, ref=rref) from None
-
-
-def _parse(ref: DRef | RRef | str) -> DRef | RRef:
-    if is_rref(ref):
-        return RRef.parse(ref)
-    if is_dref(ref):
-        return DRef.parse(ref)
-    raise RefError(f"not a dref: or rref: reference: {ref!r}")

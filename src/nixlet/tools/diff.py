@@ -13,9 +13,9 @@ from nixlet.store import opening as store_mod
 from nixlet.store import records
 from nixlet.store.opening import StoreArg
 from nixlet.tools.describe import manifest_entries
-from nixlet.values.errors import RefError, UsageError
+from nixlet.values.errors import UsageError
 from nixlet.values.model import Store
-from nixlet.values.refs import DRef, RRef, is_dref, is_rref
+from nixlet.values.refs import DRef, RRef, parse_ref
 
 
 @attrs.frozen
@@ -75,7 +75,7 @@ def diff(a: DRef | RRef | str, b: DRef | RRef | str, *, store: StoreArg = None) 
         StoreError: one of them is not in the store, or a record cannot be read or is
             corrupted.
     """
-    ra, rb = _parse(a), _parse(b)
+    ra, rb = parse_ref(a), parse_ref(b)
     s = store_mod.resolve(store)
     if isinstance(ra, DRef) != isinstance(rb, DRef):
         raise UsageError(
@@ -154,11 +154,3 @@ def _files(store: Store, rref: RRef) -> dict[str, object]:
         e.path: {k: v for k, v in e.to_json().items() if k != "path"}
         for e in manifest_entries(store, rref)
     }
-
-
-def _parse(ref: DRef | RRef | str) -> DRef | RRef:
-    if is_rref(ref):
-        return RRef.parse(ref)
-    if is_dref(ref):
-        return DRef.parse(ref)
-    raise RefError(f"not a dref: or rref: reference: {ref!r}")

@@ -15,8 +15,8 @@ from nixlet.store import roots
 from nixlet.store.gc import GCReport
 from nixlet.store.opening import StoreArg
 from nixlet.values.config import plain_parts
-from nixlet.values.errors import RefError, UsageError
-from nixlet.values.refs import DRef, RRef, is_dref, is_rref
+from nixlet.values.errors import UsageError
+from nixlet.values.refs import DRef, RRef, parse_ref
 
 
 def gc(
@@ -47,14 +47,7 @@ def gc(
             to keep is corrupted (then nothing is removed).
     """
     items = [keep] if isinstance(keep, (DRef, RRef, str)) else list(keep)
-    parsed: list[DRef | RRef] = []
-    for item in items:
-        if is_rref(item):
-            parsed.append(RRef.parse(item))
-        elif is_dref(item):
-            parsed.append(DRef.parse(item))
-        else:
-            raise RefError(f"gc keeps DRefs and RRefs, got {item!r}")
+    parsed = [parse_ref(item) for item in items]
     return gc_mod.collect(store_mod.resolve(store), parsed, dry_run=dry_run)
 
 

@@ -21,7 +21,7 @@ from nixlet.store import records
 from nixlet.store.opening import StoreArg
 from nixlet.values.errors import RefError, StoreError
 from nixlet.values.model import Store
-from nixlet.values.refs import DRef, RRef, is_dref, is_rref
+from nixlet.values.refs import DRef, RRef, is_dref, is_rref, parse_ref
 
 #: The shortest abbreviation accepted and shown (git shows at least 7 of its hex digits;
 #: 4 of nixlet's 32-letter alphabet already tell a million refs apart).
@@ -99,7 +99,7 @@ def short_refs(
         RefError: one of ``refs`` is not a DRef or RRef.
         StoreError: the store cannot be listed.
     """
-    wanted = [_parse(r) for r in refs]
+    wanted = [parse_ref(r) for r in refs]
     s = store_mod.resolve(store)
     keys = sorted({ref_key(r) for r in _candidates(s, None)} | {ref_key(r) for r in wanted})
     lengths: dict[str, int] = {}
@@ -121,7 +121,7 @@ def short_ref(ref: DRef | RRef | str, *, store: StoreArg = None) -> str:
         RefError: ``ref`` is not a DRef or RRef.
         StoreError: the store cannot be listed.
     """
-    r = _parse(ref)
+    r = parse_ref(ref)
     return short_refs([r], store=store)[r]
 
 
@@ -147,16 +147,6 @@ def _split_tag(text: str) -> tuple[str | None, str]:
         if text.startswith(tag + ":"):
             return tag, text[len(tag) + 1 :]
     return None, text
-
-
-def _parse(ref: DRef | RRef | str) -> DRef | RRef:
-    if isinstance(ref, (DRef, RRef)):
-        return ref
-    if is_rref(ref):
-        return RRef.parse(ref)
-    if is_dref(ref):
-        return DRef.parse(ref)
-    raise RefError(f"not a dref: or rref: reference: {ref!r}")
 
 
 def _common(a: str, b: str) -> int:

@@ -20,15 +20,7 @@ from nixlet.store.remove import remove_ref
 from nixlet.values.config import plain_parts
 from nixlet.values.errors import RefError, StoreError, UsageError
 from nixlet.values.model import Store
-from nixlet.values.refs import DRef, RRef, is_dref, is_rref
-
-
-def _parse_ref(ref: DRef | RRef | str) -> DRef | RRef:
-    if is_rref(ref):
-        return RRef.parse(ref)
-    if is_dref(ref):
-        return DRef.parse(ref)
-    raise RefError(f"not a dref: or rref: reference: {ref!r}")
+from nixlet.values.refs import DRef, RRef, parse_ref
 
 
 def _ref_path(store: Store, ref: DRef | RRef) -> Path:
@@ -43,7 +35,7 @@ def lsref(ref: DRef | RRef | str, *, store: StoreArg = None) -> list[str]:
         RefError: ``ref`` is not a DRef or RRef.
         StoreError: the ref is not in the store, or its folder cannot be listed.
     """
-    return records.list_folder(store_mod.resolve(store), _parse_ref(ref))
+    return records.list_folder(store_mod.resolve(store), parse_ref(ref))
 
 
 def catref(rref: RRef | str, *path: str, store: StoreArg = None) -> str:
@@ -95,7 +87,7 @@ def rmref(ref: DRef | RRef | str, *, force: bool = False, store: StoreArg = None
         StoreError: the ref is not in the store, others depend on it (without ``force``),
             or the store cannot be written.
     """
-    remove_ref(store_mod.resolve(store), _parse_ref(ref), force=force)
+    remove_ref(store_mod.resolve(store), parse_ref(ref), force=force)
 
 
 def du(*, store: StoreArg = None) -> dict[DRef, tuple[int, dict[RRef, int]]]:
@@ -144,7 +136,7 @@ def shellref(ref: DRef | RRef | str | None = None, *, store: StoreArg = None) ->
         UsageError: the shell cannot be started (``$SHELL`` names no program).
     """
     s = store_mod.resolve(store)
-    r = _parse_ref(ref) if ref is not None else None
+    r = parse_ref(ref) if ref is not None else None
     path = _ref_path(s, r) if r is not None else s.root
     shell = os.environ.get("SHELL") or "/bin/sh"
     if r is not None and not path.is_dir():

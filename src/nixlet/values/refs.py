@@ -139,6 +139,21 @@ class RRef:
         return cls(m.group(1), m.group(2), m.group(3))
 
 
+def parse_ref(ref: object) -> DRef | RRef:
+    """A DRef or an RRef, or the text of one, as a value.
+
+    Raises:
+        RefError: ``ref`` is neither.
+    """
+    if isinstance(ref, (DRef, RRef)):
+        return ref
+    if is_rref(ref):
+        return RRef.parse(ref)
+    if is_dref(ref):
+        return DRef.parse(ref)
+    raise RefError(f"not a dref: or rref: reference: {ref!r}")
+
+
 def rref2dref(rref: RRef | str) -> DRef:
     """The derivation of a realization."""
     return RRef.parse(rref).dref
