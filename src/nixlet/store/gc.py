@@ -2,13 +2,14 @@
 of the store layer.
 
 Roots are the registered user links (``nixlet.store.roots``), the temporary roots of live
-processes (``nixlet.store.temproots``; this one's included) and what the caller asks to ``keep``. From them, ``gc``
-follows contexts (a realization's ``meta.json`` names the realizations chosen for its
-dependencies) to the *live* realizations; a derivation is live when one of its realizations
-is, or when it is kept by its DRef (which keeps all its realizations). Everything else goes:
+processes (``nixlet.store.temproots``; this one's included) and what the caller asks to
+``keep``. From them, ``gc`` follows contexts (a realization's ``meta.json`` names the
+realizations chosen for its dependencies) to the *live* realizations; a derivation is live
+when one of its realizations is, or when it is kept by its DRef (which keeps all its
+realizations). Everything else goes:
 
 1. the whole run holds the gc lock (an flock of ``.locks``) exclusively: no process
-   chooses, publishes or links meanwhile (they hold it shared; see ``roots``);
+   chooses, publishes or links meanwhile (they hold it shared; see ``temproots``);
 2. each dead object is renamed into this process's staging, whole (a derivation all of whose
    realizations are dead goes by one rename of its folder, so no derivation is ever left
    without realizations); the store's view changes atomically object by object;
